@@ -1,0 +1,68 @@
+"""Build the example model repository: ``python examples/make_models.py [OUT_DIR]``.
+
+Models are trained on data sets bundled with scikit-learn (nothing is downloaded):
+
+- ``iris``: logistic regression on iris, as ONNX (skl2onnx), with a config.yaml that names its
+  outputs ``label`` and ``probabilities``;
+- ``iris-skops``: the same estimator as a scikit-learn ``.skops`` file;
+- ``diabetes``: a ridge regression on the diabetes data set, as ``.skops``.
+
+Needs the ``examples`` extra: ``pip install -e '.[examples]'``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+DEFAULT_OUT = Path(__file__).parent / "models"
+
+IRIS_CONFIG = """\
+# The ONNX graph names its outputs output_label / output_probability; publish friendlier names.
+signature:
+  outputs:
+    - name: label
+    - name: probabilities
+metadata:
+  description: Logistic regression on the iris data set (sepal/petal length/width in cm)
+  classes: [setosa, versicolor, virginica]
+"""
+
+
+def build(out: Path = DEFAULT_OUT) -> Path:
+    """Write the repository under ``out`` (created if needed) and return it."""
+    import skops.io as sio
+    from skl2onnx import to_onnx
+    from skl2onnx.common.data_types import FloatTensorType
+    from sklearn.datasets import load_diabetes, load_iris
+    from sklearn.linear_model import LogisticRegression, Ridge
+
+    iris = load_iris()
+    classifier = LogisticRegression(max_iter=1000).fit(iris.data, iris.target)
+    onnx_model = to_onnx(
+        classifier,
+        initial_types=[("input", FloatTensorType([None, 4]))],
+        options={id(classifier): {"zipmap": False}},
+        target_opset=17,
+    )
+    _write(out / "iris" / "1" / "model.onnx", onnx_model.SerializeToString())
+    _write(out / "iris" / "config.yaml", IRIS_CONFIG.encode())
+
+    (out / "iris-skops" / "1").mkdir(parents=True, exist_ok=True)
+    sio.dump(classifier, out / "iris-skops" / "1" / "model.skops")
+
+    diabetes = load_diabetes()
+    regressor = Ridge(alpha=0.1).fit(diabetes.data, diabetes.target)
+    (out / "diabetes" / "1").mkdir(parents=True, exist_ok=True)
+    sio.dump(regressor, out / "diabetes" / "1" / "model.skops")
+    return out
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+if __name__ == "__main__":
+    target = build(Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_OUT)
+    print(f"example models written to {target}")

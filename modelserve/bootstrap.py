@@ -1,0 +1,18 @@
+"""The one place that picks concrete classes and wires a server together."""
+
+from __future__ import annotations
+
+from modelserve.config.server import ServerConfig
+from modelserve.core.manager import ModelManager
+from modelserve.core.pool import Pool
+from modelserve.server.http.app import HttpApp
+from modelserve.server.http.tfserving import TfServingEndpoints
+from modelserve.server.http.v2 import V2Endpoints
+from modelserve.server.lifecycle import Server
+
+
+def build_server(config: ServerConfig) -> Server:
+    pool = Pool(config.inference_threads)
+    manager = ModelManager(pool)
+    routes = V2Endpoints(manager).routes() + TfServingEndpoints(manager).routes()
+    return Server(config, manager, pool, HttpApp(routes, config.max_request_bytes))

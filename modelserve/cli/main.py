@@ -1,0 +1,59 @@
+"""The ``modelserve`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from modelserve import __version__
+from modelserve.bootstrap import build_server
+from modelserve.config.server import ServerConfig
+from modelserve.errors import ModelServeError
+
+
+@click.group()
+@click.version_option(__version__, prog_name="modelserve")
+def main() -> None:
+    """modelserve: a model server for the Open Inference Protocol v2 and the TF Serving REST API."""
+
+
+@main.command()
+@click.argument("repository", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--host", default=None, help="Address to bind. [default: 127.0.0.1]")
+@click.option("--http-port", type=int, default=None, help="REST port; 0 picks a free one. [default: 8080]")
+@click.option("--grpc-port", type=int, default=None, help="gRPC port (reserved). [default: 8081]")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default=None)
+def serve(
+    repository: Path, host: str | None, http_port: int | None, grpc_port: int | None, log_level: str | None
+) -> None:
+    """Serve every model under REPOSITORY (REPOSITORY/<model>/<version>/<artifact>)."""
+    overrides = {"host": host, "http_port": http_port, "grpc_port": grpc_port, "log_level": log_level}
+    try:
+        config = ServerConfig.load(repository, overrides)
+    except ModelServeError as exc:
+        raise click.UsageError(exc.message) from None
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    server = build_server(config)
+    try:
+        _run(server.run_until_signal())
+    except (ModelServeError, OSError) as exc:
+        message = exc.message if isinstance(exc, ModelServeError) else str(exc)
+        logging.getLogger("modelserve").error("%s", message)
+        sys.exit(1)
+
+
+def _run(coro: object) -> None:
+    try:
+        import uvloop
+    except ImportError:  # uvloop does not exist on Windows
+        asyncio.run(coro)  # type: ignore[arg-type]
+    else:
+        uvloop.run(coro)  # type: ignore[arg-type]

@@ -1,0 +1,193 @@
+"""Per-model ``config.yaml``: parsed and validated once, with messages that quote the file and value.
+
+Every key is optional; a model with no config file gets :data:`DEFAULT`. Unknown keys are errors,
+so a typo does not silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from modelserve.errors import ConfigError
+from modelserve.types import DATATYPES
+
+MAX_RANK = 32
+
+
+@dataclass(frozen=True, slots=True)
+class VersionPolicy:
+    """Which versions to serve: the ``latest`` N (default 1), ``all``, or ``specific`` ones."""
+
+    kind: str = "latest"  # "latest" | "all" | "specific"
+    latest: int = 1
+    specific: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TensorOverride:
+    """Replaces, by position, the name and optionally datatype/shape the runtime reports."""
+
+    name: str
+    datatype: str | None = None
+    shape: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SignatureOverride:
+    inputs: tuple[TensorOverride, ...] = ()
+    outputs: tuple[TensorOverride, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    runtime: str | None = None  # None: detected from the artifact's file name
+    artifact: str | None = None  # file name inside the version directory
+    signature: SignatureOverride | None = None
+    default_version: int | None = None  # None: the latest READY version
+    version_policy: VersionPolicy = VersionPolicy()
+    trusted: bool = False  # allow pickle/joblib artifacts, which can run arbitrary code
+    trusted_types: tuple[str, ...] = ()  # extra types skops may load
+    threads: int = 1  # intra-op threads per runtime instance
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    parameters: Mapping[str, Any] = field(default_factory=dict)  # runtime-specific options
+
+
+DEFAULT = ModelConfig()
+
+_KEYS = {
+    "runtime", "artifact", "signature", "default_version", "version_policy", "trusted",
+    "trusted_types", "threads", "metadata", "parameters",
+}  # fmt: skip
+
+
+def load_model_config(path: Path) -> ModelConfig:
+    """Parse ``path`` (YAML). A missing file gives the defaults. Raises ConfigError naming the file."""
+    if not path.is_file():
+        return DEFAULT
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return parse_model_config(raw if raw is not None else {}, str(path))
+
+
+def parse_model_config(raw: object, where: str) -> ModelConfig:
+    doc = _mapping(raw, where, "the document")
+    unknown = sorted(set(doc) - _KEYS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; expected some of {sorted(_KEYS)}")
+    return ModelConfig(
+        runtime=_opt_str(doc, "runtime", where),
+        artifact=_opt_str(doc, "artifact", where),
+        signature=_signature(doc["signature"], where) if "signature" in doc else None,
+        default_version=_opt_int(doc, "default_version", where, minimum=1),
+        version_policy=_policy(doc.get("version_policy"), where),
+        trusted=_bool(doc, "trusted", where),
+        trusted_types=tuple(_str_list(doc.get("trusted_types", []), where, "trusted_types")),
+        threads=_opt_int(doc, "threads", where, minimum=1) or 1,
+        metadata=dict(_mapping(doc.get("metadata", {}), where, "metadata")),
+        parameters=dict(_mapping(doc.get("parameters", {}), where, "parameters")),
+    )
+
+
+def _mapping(value: object, where: str, what: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where}: {what} must be a mapping, got {value!r}")
+    return value
+
+
+def _opt_str(doc: Mapping[str, Any], key: str, where: str) -> str | None:
+    value = doc.get(key)
+    if value is not None and not (isinstance(value, str) and value):
+        raise ConfigError(f"{where}: {key} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _opt_int(doc: Mapping[str, Any], key: str, where: str, *, minimum: int) -> int | None:
+    value = doc.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{where}: {key} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _bool(doc: Mapping[str, Any], key: str, where: str) -> bool:
+    value = doc.get(key, False)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}: {key} must be true or false, got {value!r}")
+    return value
+
+
+def _str_list(value: object, where: str, what: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{where}: {what} must be a list of strings, got {value!r}")
+    return value
+
+
+def _policy(value: object, where: str) -> VersionPolicy:
+    if value is None:
+        return VersionPolicy()
+    if value == "all" or value == {"all": None} or value == {"all": True}:
+        return VersionPolicy(kind="all")
+    policy = _mapping(value, where, "version_policy")
+    if len(policy) == 1 and "latest" in policy:
+        n = policy["latest"]
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ConfigError(f"{where}: version_policy.latest must be an integer >= 1, got {n!r}")
+        return VersionPolicy(kind="latest", latest=n)
+    if len(policy) == 1 and "specific" in policy:
+        versions = policy["specific"]
+        ok = isinstance(versions, list) and versions
+        if not ok or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in versions):
+            raise ConfigError(
+                f"{where}: version_policy.specific must be a non-empty list of integers >= 1, got {versions!r}"
+            )
+        return VersionPolicy(kind="specific", specific=tuple(sorted(set(versions))))
+    raise ConfigError(
+        f"{where}: version_policy must be 'all', {{latest: N}} or {{specific: [versions]}}, got {value!r}"
+    )
+
+
+def _signature(value: object, where: str) -> SignatureOverride:
+    doc = _mapping(value, where, "signature")
+    unknown = sorted(set(doc) - {"inputs", "outputs"})
+    if unknown:
+        raise ConfigError(f"{where}: signature has unknown key(s) {unknown}; expected inputs, outputs")
+    return SignatureOverride(
+        inputs=_tensors(doc.get("inputs", []), where, "signature.inputs"),
+        outputs=_tensors(doc.get("outputs", []), where, "signature.outputs"),
+    )
+
+
+def _tensors(value: object, where: str, what: str) -> tuple[TensorOverride, ...]:
+    if not isinstance(value, list):
+        raise ConfigError(f"{where}: {what} must be a list, got {value!r}")
+    return tuple(_tensor(item, where, f"{what}[{i}]") for i, item in enumerate(value))
+
+
+def _tensor(value: object, where: str, what: str) -> TensorOverride:
+    doc = _mapping(value, where, what)
+    unknown = sorted(set(doc) - {"name", "datatype", "shape"})
+    if unknown:
+        raise ConfigError(f"{where}: {what} has unknown key(s) {unknown}; expected name, datatype, shape")
+    name = doc.get("name")
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{where}: {what}.name must be a non-empty string, got {name!r}")
+    datatype = doc.get("datatype")
+    if datatype is not None and datatype not in DATATYPES:
+        raise ConfigError(f"{where}: {what}.datatype {datatype!r} is not one of {sorted(DATATYPES)}")
+    shape = doc.get("shape")
+    if shape is not None:
+        valid = isinstance(shape, list) and len(shape) <= MAX_RANK
+        if not valid or not all(isinstance(d, int) and not isinstance(d, bool) and d >= -1 for d in shape):
+            raise ConfigError(
+                f"{where}: {what}.shape must be a list of at most {MAX_RANK} integers >= -1 (-1 = any), got {shape!r}"
+            )
+        shape = tuple(shape)
+    return TensorOverride(name=name, datatype=datatype, shape=shape)

@@ -1,0 +1,56 @@
+"""Server settings: defaults, then ``MODELSERVE_*`` environment variables, then CLI options."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from modelserve.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    repository: Path
+    host: str = "127.0.0.1"
+    http_port: int = 8080  # 0 binds an ephemeral port; the bound port is logged
+    grpc_port: int = 8081  # reserved for the gRPC server
+    max_request_bytes: int = 64 * 1024 * 1024  # larger bodies get 413
+    inference_threads: int = 0  # threads running runtimes; 0 = number of CPUs
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        for name in ("http_port", "grpc_port"):
+            port = getattr(self, name)
+            if not 0 <= port <= 65535:
+                raise ConfigError(f"{name} must be between 0 and 65535, got {port}")
+        if self.max_request_bytes < 1:
+            raise ConfigError(f"max_request_bytes must be >= 1, got {self.max_request_bytes}")
+        if self.inference_threads < 0:
+            raise ConfigError(f"inference_threads must be >= 0, got {self.inference_threads}")
+
+    @classmethod
+    def load(
+        cls, repository: Path, overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
+    ) -> ServerConfig:
+        """Defaults < environment (``MODELSERVE_HTTP_PORT`` ...) < ``overrides`` that are not None."""
+        env = os.environ if env is None else env
+        config = cls(repository=repository)
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(f"MODELSERVE_{f.name.upper()}")
+            if raw is not None and f.name != "repository":
+                values[f.name] = _convert(f.name, raw, type(getattr(config, f.name)))
+        values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+        return replace(config, **values)
+
+
+def _convert(name: str, raw: str, kind: type) -> Any:
+    if kind is int:
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"MODELSERVE_{name.upper()} must be an integer, got {raw!r}") from None
+    return raw

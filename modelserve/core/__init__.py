@@ -1,0 +1,1 @@
+"""Core: how one model version answers. Format-agnostic and transport-agnostic."""

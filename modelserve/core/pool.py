@@ -1,0 +1,34 @@
+"""The one bridge between the async core and sync runtimes: a thread pool.
+
+Runtimes such as onnxruntime release the GIL while computing, so threads give real parallelism
+for them. Later, instance groups and worker processes plug in here without touching callers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import ParamSpec, TypeVar
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class Pool:
+    def __init__(self, threads: int = 0) -> None:
+        """``threads`` = 0 means one per CPU."""
+        self.threads = threads or os.cpu_count() or 1
+        self._executor = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="modelserve-infer")
+
+    async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``fn`` in a pool thread and await its result; exceptions propagate unchanged."""
+        loop = asyncio.get_running_loop()
+        if kwargs:
+            return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+        return await loop.run_in_executor(self._executor, fn, *args)
+
+    def shutdown(self) -> None:
+        """Stop taking work; blocks until running calls finish."""
+        self._executor.shutdown(wait=True)

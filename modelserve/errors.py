@@ -1,0 +1,69 @@
+"""Errors shared by every layer.
+
+Each error carries a protocol-neutral :class:`ErrorCode`; ``protocol/status.py`` maps the code to an
+HTTP status (and, later, a gRPC status) at the edge. Core and runtime code never import a web
+framework: they raise one of these, with a message that names the thing, the value and what was
+expected.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ErrorCode(enum.Enum):
+    INVALID_ARGUMENT = "invalid_argument"  # the client sent something wrong
+    NOT_FOUND = "not_found"  # unknown model or version
+    UNAVAILABLE = "unavailable"  # known, but not READY (loading, failed, unloading)
+    PAYLOAD_TOO_LARGE = "payload_too_large"  # request body or message over the limit
+    RESOURCE_EXHAUSTED = "resource_exhausted"  # queue full, too many requests
+    UNIMPLEMENTED = "unimplemented"  # valid, but a feature we do not offer
+    INTERNAL = "internal"  # our bug or a runtime exception
+
+
+class ModelServeError(Exception):
+    """Base of every error modelserve raises on purpose."""
+
+    code: ErrorCode = ErrorCode.INTERNAL
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else type(self).__name__
+
+
+class InvalidInput(ModelServeError, ValueError):
+    code = ErrorCode.INVALID_ARGUMENT
+
+
+class ModelNotFound(ModelServeError, LookupError):
+    code = ErrorCode.NOT_FOUND
+
+
+class VersionNotFound(ModelNotFound):
+    pass
+
+
+class ModelNotReady(ModelServeError):
+    code = ErrorCode.UNAVAILABLE
+
+
+class RequestTooLarge(ModelServeError):
+    code = ErrorCode.PAYLOAD_TOO_LARGE
+
+
+class Unsupported(ModelServeError):
+    code = ErrorCode.UNIMPLEMENTED
+
+
+class ConfigError(ModelServeError, ValueError):
+    """A configuration file or option is invalid; the message quotes the file and the value."""
+
+    code = ErrorCode.INVALID_ARGUMENT
+
+
+class LoadError(ModelServeError):
+    """A model version could not be loaded; the version goes to FAILED with this message."""
+
+
+class RuntimeFailure(ModelServeError):
+    """A runtime raised while predicting. Clients see only 'internal error' and a request id."""

@@ -1,0 +1,1 @@
+"""Protocols: sans-I/O codecs between bytes and :mod:`modelserve.types`. No sockets here."""

@@ -1,0 +1,126 @@
+"""JSON values to typed numpy arrays, with the checks every JSON protocol needs.
+
+JSON has no tensor type, so a client's ``data`` is checked element by element against the declared
+datatype: no strings in numeric tensors, no fractions in integer ones, integers in range, no
+ragged nesting. Element counts are computed with Python ints, which cannot overflow.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from typing import Any
+
+import numpy as np
+
+from modelserve.errors import InvalidInput
+from modelserve.types import DATATYPES
+
+MAX_RANK = 32
+_KINDS = {"b": "booleans", "i": "integers", "u": "integers", "f": "numbers", "U": "strings", "O": "mixed values"}
+
+
+def check_datatype(name: str, datatype: object) -> np.dtype[Any]:
+    dtype = DATATYPES.get(datatype) if isinstance(datatype, str) else None
+    if dtype is None:
+        raise InvalidInput(f"input {name!r}: unknown datatype {datatype!r}; expected one of {list(DATATYPES)}")
+    return dtype
+
+
+def check_shape(name: str, shape: object) -> tuple[int, ...]:
+    if not isinstance(shape, list) or len(shape) > MAX_RANK or not all(type(d) is int and d >= 0 for d in shape):
+        raise InvalidInput(
+            f"input {name!r}: shape must be a list of at most {MAX_RANK} non-negative integers, got {shape!r}"
+        )
+    return tuple(shape)
+
+
+def to_array(name: str, datatype: str, data: object, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """``data`` (flat or nested as ``shape``) as an array of ``datatype``'s dtype.
+
+    With ``shape`` None the nesting gives the shape (TF Serving). Raises InvalidInput.
+    """
+    dtype = DATATYPES[datatype]
+    # BYTES use dtype=object: numpy's "S" dtype would strip trailing NULs from binary strings
+    try:
+        array = np.array(_unwrap_b64(data), dtype=object) if datatype == "BYTES" else np.asarray(data)
+    except (ValueError, TypeError, OverflowError):
+        raise InvalidInput(
+            f"input {name!r}: data is ragged (nested lists of unequal lengths), mixes lists and "
+            f"scalars, or is nested deeper than {MAX_RANK} levels"
+        ) from None
+    if shape is not None:
+        array = _reshape(name, array, shape)
+    return _cast(name, datatype, dtype, array)
+
+
+def _reshape(name: str, array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    expected = math.prod(shape)
+    if array.ndim > 1 and array.shape != shape:
+        raise InvalidInput(f"input {name!r}: nested data has shape {list(array.shape)} but shape says {list(shape)}")
+    if array.size != expected:
+        raise InvalidInput(f"input {name!r}: data has {array.size} elements but shape {list(shape)} needs {expected}")
+    return array.reshape(shape)
+
+
+def _cast(name: str, datatype: str, dtype: np.dtype[Any], array: np.ndarray) -> np.ndarray:
+    kind = array.dtype.kind
+    if array.size == 0:
+        return array.astype(dtype) if datatype != "BYTES" else np.empty(array.shape, dtype=object)
+    if datatype == "BYTES":
+        return _to_bytes(name, array)
+    if datatype == "BOOL":
+        if kind != "b":
+            raise _wrong(name, datatype, kind, "true/false")
+        return array
+    if dtype.kind in "iu":
+        if kind not in "iu":
+            raise _wrong(name, datatype, kind, "integers")
+        info = np.iinfo(dtype)
+        low, high = array.min(), array.max()
+        if low < info.min or high > info.max:
+            bad = low if low < info.min else high
+            raise InvalidInput(
+                f"input {name!r}: value {int(bad)} is out of range for {datatype} [{info.min}, {info.max}]"
+            )
+        return array.astype(dtype, copy=False)
+    if kind not in "iuf":
+        raise _wrong(name, datatype, kind, "numbers")
+    if dtype.itemsize < 8 and kind == "f":
+        limit = float(np.finfo(dtype).max)
+        peak = float(np.nanmax(np.abs(array))) if array.size else 0.0
+        if peak > limit and math.isfinite(peak):
+            raise InvalidInput(f"input {name!r}: value {peak} is out of range for {datatype} (max {limit})")
+    return array.astype(dtype, copy=False)
+
+
+def _to_bytes(name: str, array: np.ndarray) -> np.ndarray:
+    flat = array.ravel()
+    for i, item in enumerate(flat):
+        if isinstance(item, str):
+            flat[i] = item.encode("utf-8")
+        elif not isinstance(item, bytes):
+            raise InvalidInput(
+                f"input {name!r}: datatype BYTES needs strings in data, got {type(item).__name__} "
+                "(ragged nesting or a non-string element)"
+            )
+    return flat.reshape(array.shape)
+
+
+def _wrong(name: str, datatype: str, kind: str, expected: str) -> InvalidInput:
+    got = _KINDS.get(kind, f"values of numpy kind {kind!r}")
+    return InvalidInput(f"input {name!r}: datatype {datatype} needs {expected} in data, got {got}")
+
+
+def _unwrap_b64(data: object) -> object:
+    """TF Serving sends binary strings as ``{"b64": "..."}``; turn them into bytes."""
+    if isinstance(data, dict):
+        if set(data) == {"b64"} and isinstance(data["b64"], str):
+            try:
+                return base64.b64decode(data["b64"], validate=True)
+            except ValueError:
+                raise InvalidInput(f"invalid base64 in {data['b64'][:40]!r}") from None
+        return data
+    if isinstance(data, list) and data and isinstance(data[0], dict | list):
+        return [_unwrap_b64(item) for item in data]
+    return data

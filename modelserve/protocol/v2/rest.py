@@ -1,0 +1,158 @@
+"""Open Inference Protocol v2, REST/JSON encoding.
+
+Requests are parsed with orjson into plain dicts and checked by hand: per-request pydantic models
+would cost more than the inference of a small model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import orjson
+
+from modelserve.errors import InvalidInput, Unsupported
+from modelserve.protocol.json_tensor import check_datatype, check_shape, to_array
+from modelserve.types import (
+    InferInput,
+    InferOutput,
+    InferRequest,
+    InferResponse,
+    ModelMetadata,
+    RequestedOutput,
+    TensorSpec,
+)
+
+_DUMP = orjson.OPT_SERIALIZE_NUMPY
+
+
+def loads(body: bytes) -> Any:
+    """Parse JSON; raises InvalidInput with orjson's reason (position, recursion limit...)."""
+    if not body:
+        raise InvalidInput("request body is empty; expected a JSON object")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"request body is not valid JSON: {exc}") from None
+
+
+def dumps(doc: Any) -> bytes:
+    return orjson.dumps(doc, option=_DUMP)
+
+
+def decode_infer_request(body: bytes) -> InferRequest:
+    doc = loads(body)
+    if not isinstance(doc, dict):
+        raise InvalidInput(f"request body must be a JSON object, got {type(doc).__name__}")
+    inputs = doc.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise InvalidInput("request needs 'inputs': a non-empty list of tensors")
+    request_id = doc.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise InvalidInput(f"'id' must be a string, got {request_id!r}")
+    outputs = doc.get("outputs")
+    return InferRequest(
+        inputs=[_decode_input(i, item) for i, item in enumerate(inputs)],
+        id=request_id,
+        parameters=_parameters(doc, "request"),
+        outputs=None if outputs is None else _decode_outputs(outputs),
+    )
+
+
+def _decode_input(index: int, item: object) -> InferInput:
+    if not isinstance(item, dict):
+        raise InvalidInput(f"inputs[{index}] must be an object with name, shape, datatype, data")
+    name = item.get("name")
+    if not isinstance(name, str) or not name:
+        raise InvalidInput(f"inputs[{index}] needs a non-empty string 'name', got {name!r}")
+    for key in ("shape", "datatype", "data"):
+        if key not in item:
+            raise InvalidInput(f"input {name!r} lacks {key!r}")
+    parameters = _parameters(item, f"input {name!r}")
+    if parameters.get("binary_data_size") is not None:
+        raise Unsupported(f"input {name!r}: binary tensor data is not supported on this endpoint yet")
+    datatype = item["datatype"]
+    check_datatype(name, datatype)
+    shape = check_shape(name, item["shape"])
+    data = item["data"]
+    if not isinstance(data, list):
+        raise InvalidInput(f"input {name!r}: 'data' must be a list (flat or nested), got {type(data).__name__}")
+    return InferInput(name, datatype, to_array(name, datatype, data, shape), parameters)
+
+
+def _decode_outputs(outputs: object) -> list[RequestedOutput]:
+    if not isinstance(outputs, list):
+        raise InvalidInput(f"'outputs' must be a list of {{\"name\": ...}} objects, got {outputs!r}")
+    result = []
+    for i, item in enumerate(outputs):
+        name = item.get("name") if isinstance(item, dict) else None
+        if not isinstance(name, str):
+            raise InvalidInput(f"outputs[{i}] must be an object with a string 'name', got {item!r}")
+        result.append(RequestedOutput(name, _parameters(item, f"output {name!r}")))
+    return result
+
+
+def _parameters(doc: Mapping[str, Any], where: str) -> dict[str, Any]:
+    params = doc.get("parameters")
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise InvalidInput(f"{where}: 'parameters' must be an object, got {params!r}")
+    return params
+
+
+def encode_infer_response(response: InferResponse) -> bytes:
+    doc: dict[str, Any] = {
+        "model_name": response.model_name,
+        "model_version": response.model_version,
+        "outputs": [_encode_output(o) for o in response.outputs],
+    }
+    if response.id is not None:
+        doc["id"] = response.id
+    if response.parameters:
+        doc["parameters"] = response.parameters
+    return dumps(doc)
+
+
+def _encode_output(output: InferOutput) -> dict[str, Any]:
+    return {
+        "name": output.name,
+        "datatype": output.datatype,
+        "shape": list(output.shape),
+        "data": json_data(output.name, output.data),
+    }
+
+
+def json_data(name: str, array: np.ndarray) -> Any:
+    """Flat JSON-ready data: a contiguous numpy array (orjson writes it natively) or a list of str."""
+    flat = np.ascontiguousarray(array).reshape(-1)
+    if flat.dtype.kind != "O":
+        return flat
+    try:
+        return [b.decode("utf-8") for b in flat.tolist()]
+    except UnicodeDecodeError:
+        raise Unsupported(
+            f"output {name!r} holds bytes that are not UTF-8 text, which JSON cannot carry; request it as binary data"
+        ) from None
+
+
+def encode_metadata(meta: ModelMetadata) -> bytes:
+    doc: dict[str, Any] = {
+        "name": meta.name,
+        "versions": [str(v) for v in meta.versions],
+        "platform": meta.platform,
+        "inputs": _specs(meta.signature.inputs),
+        "outputs": _specs(meta.signature.outputs),
+    }
+    if meta.metadata:
+        doc["parameters"] = dict(meta.metadata)
+    return dumps(doc)
+
+
+def _specs(specs: Sequence[TensorSpec]) -> list[dict[str, Any]]:
+    return [{"name": s.name, "datatype": s.datatype, "shape": list(s.shape)} for s in specs]
+
+
+def encode_error(message: str) -> bytes:
+    return dumps({"error": message})

@@ -1,0 +1,1 @@
+"""Repository: discovery and persistence. It announces what should be served; it never loads."""

@@ -1,0 +1,59 @@
+"""The on-disk layout ``REPO_DIR/<model>/<version>/<artifact>`` with optional ``<model>/config.yaml``.
+
+Model names are ``[A-Za-z0-9][A-Za-z0-9_.-]*`` so that they are safe in URLs and file paths;
+versions are positive integers. Anything else is skipped with a warning naming it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from modelserve.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
+CONFIG_FILE = "config.yaml"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSource:
+    """One model directory: its versions (ascending) and its config file (which may not exist)."""
+
+    name: str
+    path: Path
+    versions: dict[int, Path]
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / CONFIG_FILE
+
+
+def scan(repository: Path) -> list[ModelSource]:
+    """Every model directory under ``repository``, sorted by name. Raises ConfigError if not a directory."""
+    if not repository.is_dir():
+        raise ConfigError(f"model repository {str(repository)!r} is not a directory")
+    sources = []
+    for path in sorted(repository.iterdir()):
+        if not path.is_dir() or path.name.startswith("."):
+            continue
+        if not MODEL_NAME.fullmatch(path.name):
+            log.warning("skipping %s: model names must match %s", path, MODEL_NAME.pattern)
+            continue
+        sources.append(ModelSource(name=path.name, path=path, versions=_versions(path)))
+    return sources
+
+
+def _versions(model_dir: Path) -> dict[int, Path]:
+    versions = {}
+    for path in model_dir.iterdir():
+        if not path.is_dir() or path.name.startswith("."):
+            continue
+        if path.name.isdigit() and int(path.name) > 0 and path.name == str(int(path.name)):
+            versions[int(path.name)] = path
+        else:
+            log.warning("skipping %s: version directories are positive integers without leading zeros", path)
+    return dict(sorted(versions.items()))

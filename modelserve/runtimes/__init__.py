@@ -1,0 +1,1 @@
+"""Runtimes: one ML library each, behind ``load`` / ``predict`` / ``unload``."""

@@ -1,0 +1,42 @@
+"""The runtime interface.
+
+A runtime knows one ML library and nothing about versions, queues or HTTP. Its constructor is
+cheap; heavy libraries are imported inside :meth:`Runtime.load`, and a missing optional extra
+raises :class:`~modelserve.errors.LoadError` naming the extra to install.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from modelserve.config.model import ModelConfig
+from modelserve.errors import LoadError
+from modelserve.types import Signature
+
+
+class Runtime(Protocol):
+    platform: str  # reported in model metadata, e.g. "onnxruntime_onnx"
+
+    def load(self, artifact: Path, config: ModelConfig) -> Signature:
+        """Load the file ``artifact``; return the native signature. Raises LoadError. Blocks."""
+        ...
+
+    def predict(self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Run the model. ``inputs`` match the signature's names and datatypes (the core checked).
+
+        ``outputs`` names the outputs wanted (None: all); a runtime may return more. BYTES outputs
+        may be returned as str or bytes arrays. Thread-safe: may be called from several threads.
+        """
+        ...
+
+    def unload(self) -> None:
+        """Release the model's memory. Called once, after the last predict has returned."""
+        ...
+
+
+def missing_extra(library: str, extra: str) -> LoadError:
+    return LoadError(f"{library} is not installed; install it with: pip install 'modelserve[{extra}]'")

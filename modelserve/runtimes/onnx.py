@@ -1,0 +1,103 @@
+"""ONNX models on onnxruntime (CPU).
+
+Threads are set per model (``threads`` in config.yaml, default 1) rather than left to
+onnxruntime's default of one thread per core: several models and instances share the CPU, and
+small models are fastest single-threaded. scikit-learn ZipMap outputs (a sequence of maps) are
+returned as an FP32 ``[batch, classes]`` tensor ordered by class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modelserve.config.model import ModelConfig
+from modelserve.errors import LoadError
+from modelserve.runtimes.base import missing_extra
+from modelserve.types import Signature, TensorSpec
+
+_ORT_TYPES = {
+    "tensor(bool)": "BOOL",
+    "tensor(uint8)": "UINT8",
+    "tensor(uint16)": "UINT16",
+    "tensor(uint32)": "UINT32",
+    "tensor(uint64)": "UINT64",
+    "tensor(int8)": "INT8",
+    "tensor(int16)": "INT16",
+    "tensor(int32)": "INT32",
+    "tensor(int64)": "INT64",
+    "tensor(float16)": "FP16",
+    "tensor(float)": "FP32",
+    "tensor(double)": "FP64",
+    "tensor(string)": "BYTES",
+}
+_ZIPMAP_PREFIX = "seq(map("
+
+
+class OnnxRuntime:
+    platform = "onnxruntime_onnx"
+
+    def __init__(self) -> None:
+        self._session: Any = None
+        self._string_inputs: frozenset[str] = frozenset()
+        self._zipmaps: frozenset[str] = frozenset()
+
+    def load(self, artifact: Path, config: ModelConfig) -> Signature:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise missing_extra("onnxruntime", "onnx") from None
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = config.threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self._session = ort.InferenceSession(
+                str(artifact), sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own exception types for bad graphs
+            raise LoadError(f"{artifact.name}: onnxruntime cannot load it: {exc}") from None
+        inputs = tuple(_spec(a, "input") for a in self._session.get_inputs())
+        outputs = tuple(_spec(a, "output") for a in self._session.get_outputs())
+        self._string_inputs = frozenset(t.name for t in inputs if t.datatype == "BYTES")
+        self._zipmaps = frozenset(a.name for a in self._session.get_outputs() if a.type.startswith(_ZIPMAP_PREFIX))
+        return Signature(inputs=inputs, outputs=outputs)
+
+    def predict(self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        feeds = {name: (_to_str(array) if name in self._string_inputs else array) for name, array in inputs.items()}
+        names = list(outputs) if outputs is not None else [o.name for o in self._session.get_outputs()]
+        results = self._session.run(names, feeds)
+        return {
+            name: (_zipmap_to_tensor(value) if name in self._zipmaps else value)
+            for name, value in zip(names, results, strict=True)
+        }
+
+    def unload(self) -> None:
+        self._session = None
+
+
+def _spec(arg: Any, kind: str) -> TensorSpec:
+    if arg.type.startswith(_ZIPMAP_PREFIX) and kind == "output":
+        return TensorSpec(arg.name, "FP32", (-1, -1))
+    datatype = _ORT_TYPES.get(arg.type)
+    if datatype is None:
+        raise LoadError(f"{kind} {arg.name!r} has ONNX type {arg.type}, which modelserve cannot serve")
+    shape = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in (arg.shape or ()))
+    return TensorSpec(arg.name, datatype, shape)
+
+
+def _to_str(array: np.ndarray) -> np.ndarray:
+    """onnxruntime wants str objects for string tensors; the protocol gives bytes."""
+    flat = [b.decode("utf-8", "replace") if isinstance(b, bytes) else str(b) for b in array.ravel()]
+    return np.array(flat, dtype=object).reshape(array.shape)
+
+
+def _zipmap_to_tensor(rows: list[dict[Any, float]]) -> np.ndarray:
+    if not rows:
+        return np.zeros((0, 0), dtype=np.float32)
+    keys = sorted(rows[0])
+    return np.array([[row[k] for k in keys] for row in rows], dtype=np.float32)

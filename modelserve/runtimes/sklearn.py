@@ -1,0 +1,121 @@
+"""scikit-learn estimators from ``.skops`` files, or pickle/joblib files when trusted.
+
+skops loads only types it trusts (scikit-learn, numpy, ...) plus those the model's config lists
+under ``trusted_types``; anything else refuses to load, naming the types. Pickle and joblib files
+can run arbitrary code when loaded, so they load only with ``trusted: true`` in config.yaml.
+
+Signature: input ``input`` FP64 ``[-1, n_features_in_]`` (FP32 accepted too); outputs ``label``
+(``predict``) and, where the estimator has ``predict_proba``, ``probabilities``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modelserve.config.model import ModelConfig
+from modelserve.errors import LoadError
+from modelserve.runtimes.base import missing_extra
+from modelserve.types import Signature, TensorSpec, datatype_of
+
+INPUT = "input"
+LABEL = "label"
+PROBABILITIES = "probabilities"
+
+
+class SklearnRuntime:
+    platform = "sklearn"
+
+    def __init__(self) -> None:
+        self._model: Any = None
+        self._has_proba = False
+
+    def load(self, artifact: Path, config: ModelConfig) -> Signature:
+        try:
+            import sklearn  # noqa: F401  (the estimators unpickled below need it)
+        except ImportError:
+            raise missing_extra("scikit-learn", "sklearn") from None
+        self._model = _load_skops(artifact, config) if artifact.suffix == ".skops" else _load_pickle(artifact, config)
+        if not hasattr(self._model, "predict"):
+            raise LoadError(f"{artifact.name}: {type(self._model).__name__} has no predict method")
+        self._has_proba = _has_proba(self._model)
+        return self._signature()
+
+    def predict(self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        x = inputs[INPUT]
+        result: dict[str, np.ndarray] = {}
+        if outputs is None or LABEL in outputs:
+            result[LABEL] = np.asarray(self._model.predict(x))
+        if self._has_proba and (outputs is None or PROBABILITIES in outputs):
+            result[PROBABILITIES] = np.asarray(self._model.predict_proba(x), dtype=np.float64)
+        return result
+
+    def unload(self) -> None:
+        self._model = None
+
+    def _signature(self) -> Signature:
+        n_features = int(getattr(self._model, "n_features_in_", -1))
+        inputs = (TensorSpec(INPUT, "FP64", (-1, n_features), accepts=frozenset({"FP32"})),)
+        classes = getattr(self._model, "classes_", None)
+        if isinstance(classes, np.ndarray) and classes.ndim == 1:
+            label = TensorSpec(LABEL, _label_datatype(classes), (-1,))
+        else:
+            n_outputs = int(getattr(self._model, "n_outputs_", 1))
+            label = TensorSpec(LABEL, "FP64", (-1,) if n_outputs == 1 else (-1, n_outputs))
+        outputs = [label]
+        if self._has_proba:
+            n_classes = len(classes) if classes is not None else -1
+            outputs.append(TensorSpec(PROBABILITIES, "FP64", (-1, n_classes)))
+        return Signature(inputs=inputs, outputs=tuple(outputs))
+
+
+def _load_skops(artifact: Path, config: ModelConfig) -> Any:
+    try:
+        import skops.io as sio
+    except ImportError:
+        raise missing_extra("skops", "sklearn") from None
+    try:
+        untrusted = sio.get_untrusted_types(file=artifact)
+    except Exception as exc:  # a corrupt archive raises zipfile/json errors
+        raise LoadError(f"{artifact.name}: not a readable skops file: {exc}") from None
+    refused = sorted(set(untrusted) - set(config.trusted_types))
+    if refused:
+        raise LoadError(
+            f"{artifact.name}: skops found types it does not trust: {refused}; if you trust this "
+            "file, list them under 'trusted_types' in the model's config.yaml"
+        )
+    try:
+        return sio.load(artifact, trusted=untrusted)
+    except Exception as exc:
+        raise LoadError(f"{artifact.name}: skops cannot load it: {exc}") from None
+
+
+def _load_pickle(artifact: Path, config: ModelConfig) -> Any:
+    if not config.trusted:
+        raise LoadError(
+            f"{artifact.name}: pickle/joblib files can run arbitrary code when loaded, so they are "
+            "refused unless the model's config.yaml says 'trusted: true'; prefer saving with "
+            "skops.io.dump to a .skops file"
+        )
+    import joblib  # a scikit-learn dependency; reads plain pickles too
+
+    try:
+        return joblib.load(artifact)
+    except Exception as exc:
+        raise LoadError(f"{artifact.name}: cannot unpickle it: {exc}") from None
+
+
+def _has_proba(model: Any) -> bool:
+    try:
+        return hasattr(model, "predict_proba") and getattr(model, "classes_", None) is not None
+    except Exception:  # available_if raises AttributeError-like errors on some pipelines
+        return False
+
+
+def _label_datatype(classes: np.ndarray) -> str:
+    if classes.dtype.kind in "OUS":
+        return "BYTES"
+    return "INT64" if classes.dtype.kind in "iu" else datatype_of(classes)

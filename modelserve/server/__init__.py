@@ -1,0 +1,1 @@
+"""Server: sockets, transports, status codes. The core never knows which transport a request used."""

@@ -1,0 +1,47 @@
+"""TensorFlow Serving REST endpoints: ``/v1/models/{m}[/versions/{v}][/metadata|:predict]``."""
+
+from __future__ import annotations
+
+from modelserve.core.manager import ModelManager
+from modelserve.errors import ModelNotReady, Unsupported
+from modelserve.protocol.tfserving import rest as tf
+from modelserve.server.http.app import Route, parse_version
+
+_MODEL = r"/v1/models/(?P<model>[^/:]+)(?:/versions/(?P<version>[^/:]+))?"
+
+
+class TfServingEndpoints:
+    def __init__(self, manager: ModelManager) -> None:
+        self._manager = manager
+
+    def routes(self) -> list[Route]:
+        return [
+            Route(_MODEL + r":predict", {"POST": self.predict}),
+            Route(_MODEL + r":(?P<verb>classify|regress)", {"POST": self.unsupported}),
+            Route(_MODEL + r"/metadata", {"GET": self.metadata}),
+            Route(_MODEL, {"GET": self.status}),
+        ]
+
+    async def status(self, params: dict[str, str], body: bytes) -> tuple[int, bytes]:
+        name, version = params["model"], parse_version(params)
+        statuses = self._manager.statuses(name)
+        if version is not None:
+            statuses = [s for s in statuses if s.version == version]
+            if not statuses:
+                self._manager.acquire(name, version)  # raises VersionNotFound with the versions known
+        if not statuses:
+            raise ModelNotReady(f"model {name!r} has no version to serve: {self._manager.model(name).error}")
+        return 200, tf.encode_status(statuses)
+
+    async def metadata(self, params: dict[str, str], body: bytes) -> tuple[int, bytes]:
+        with self._manager.acquire(params["model"], parse_version(params)) as handle:
+            return 200, tf.encode_metadata(handle.metadata, handle.version)
+
+    async def predict(self, params: dict[str, str], body: bytes) -> tuple[int, bytes]:
+        with self._manager.acquire(params["model"], parse_version(params)) as handle:
+            request, rows = tf.decode_predict_request(body, handle.metadata.signature)
+            response = await handle.infer(request)
+        return 200, tf.encode_predict_response(response, rows)
+
+    async def unsupported(self, params: dict[str, str], body: bytes) -> tuple[int, bytes]:
+        raise Unsupported(f":{params['verb']} is not supported; use :predict")

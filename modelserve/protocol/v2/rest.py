@@ -14,6 +14,7 @@ import orjson
 
 from modelserve.errors import InvalidInput, Unsupported
 from modelserve.protocol.json_tensor import check_datatype, check_shape, to_array
+from modelserve.protocol.v2 import binary
 from modelserve.types import (
     InferInput,
     InferOutput,
@@ -41,8 +42,10 @@ def dumps(doc: Any) -> bytes:
     return orjson.dumps(doc, option=_DUMP)
 
 
-def decode_infer_request(body: bytes) -> InferRequest:
-    doc = loads(body)
+def decode_infer_request(body: bytes, json_length: int | None = None) -> InferRequest:
+    """Decode a JSON body, or with ``json_length`` a binary-extension body (JSON header + tensors)."""
+    doc = loads(body if json_length is None else body[:json_length])
+    blobs = _Blobs(memoryview(body)[json_length:] if json_length is not None else memoryview(b""))
     if not isinstance(doc, dict):
         raise InvalidInput(f"request body must be a JSON object, got {type(doc).__name__}")
     inputs = doc.get("inputs")
@@ -52,29 +55,58 @@ def decode_infer_request(body: bytes) -> InferRequest:
     if request_id is not None and not isinstance(request_id, str):
         raise InvalidInput(f"'id' must be a string, got {request_id!r}")
     outputs = doc.get("outputs")
-    return InferRequest(
-        inputs=[_decode_input(i, item) for i, item in enumerate(inputs)],
+    request = InferRequest(
+        inputs=[_decode_input(i, item, blobs) for i, item in enumerate(inputs)],
         id=request_id,
         parameters=_parameters(doc, "request"),
         outputs=None if outputs is None else _decode_outputs(outputs),
     )
+    blobs.check_consumed()
+    return request
 
 
-def _decode_input(index: int, item: object) -> InferInput:
+class _Blobs:
+    """The binary part of a body, handed out in input order."""
+
+    def __init__(self, data: memoryview) -> None:
+        self._data = data
+        self._offset = 0
+
+    def take(self, name: str, size: object) -> memoryview:
+        if type(size) is not int or size < 0:
+            raise InvalidInput(f"input {name!r}: binary_data_size must be a non-negative integer, got {size!r}")
+        if self._offset + size > len(self._data):
+            raise InvalidInput(
+                f"input {name!r}: binary_data_size {size} runs past the end of the body "
+                f"({len(self._data) - self._offset} binary bytes left)"
+            )
+        blob = self._data[self._offset : self._offset + size]
+        self._offset += size
+        return blob
+
+    def check_consumed(self) -> None:
+        if self._offset != len(self._data):
+            extra = len(self._data) - self._offset
+            raise InvalidInput(f"the body has {extra} bytes of binary data that no input's binary_data_size claims")
+
+
+def _decode_input(index: int, item: object, blobs: _Blobs) -> InferInput:
     if not isinstance(item, dict):
         raise InvalidInput(f"inputs[{index}] must be an object with name, shape, datatype, data")
     name = item.get("name")
     if not isinstance(name, str) or not name:
         raise InvalidInput(f"inputs[{index}] needs a non-empty string 'name', got {name!r}")
-    for key in ("shape", "datatype", "data"):
+    parameters = _parameters(item, f"input {name!r}")
+    is_binary = "binary_data_size" in parameters
+    for key in ("shape", "datatype") if is_binary else ("shape", "datatype", "data"):
         if key not in item:
             raise InvalidInput(f"input {name!r} lacks {key!r}")
-    parameters = _parameters(item, f"input {name!r}")
-    if parameters.get("binary_data_size") is not None:
-        raise Unsupported(f"input {name!r}: binary tensor data is not supported on this endpoint yet")
     datatype = item["datatype"]
     check_datatype(name, datatype)
     shape = check_shape(name, item["shape"])
+    if is_binary:
+        blob = blobs.take(name, parameters["binary_data_size"])
+        return InferInput(name, datatype, binary.decode_tensor(name, datatype, shape, blob), parameters)
     data = item["data"]
     if not isinstance(data, list):
         raise InvalidInput(f"input {name!r}: 'data' must be a list (flat or nested), got {type(data).__name__}")
@@ -102,26 +134,54 @@ def _parameters(doc: Mapping[str, Any], where: str) -> dict[str, Any]:
     return params
 
 
-def encode_infer_response(response: InferResponse) -> bytes:
+def encode_infer_response(response: InferResponse, request: InferRequest | None = None) -> tuple[bytes, int | None]:
+    """The body, and the JSON header's length when some outputs are binary (None: plain JSON).
+
+    ``request`` decides which outputs go out as binary (``binary_data_output``, ``binary_data``).
+    """
+    wanted = _binary_outputs(request)
+    blobs: list[bytes] = []
+    outputs = []
+    for output in response.outputs:
+        if output.name in wanted:
+            blob = binary.encode_tensor(output.data)
+            blobs.append(blob)
+            outputs.append({**_header(output), "parameters": {"binary_data_size": len(blob)}})
+        else:
+            outputs.append({**_header(output), "data": json_data(output.name, output.data)})
     doc: dict[str, Any] = {
         "model_name": response.model_name,
         "model_version": response.model_version,
-        "outputs": [_encode_output(o) for o in response.outputs],
+        "outputs": outputs,
     }
     if response.id is not None:
         doc["id"] = response.id
     if response.parameters:
         doc["parameters"] = response.parameters
-    return dumps(doc)
+    head = dumps(doc)
+    if not blobs:
+        return head, None
+    return b"".join([head, *blobs]), len(head)
 
 
-def _encode_output(output: InferOutput) -> dict[str, Any]:
-    return {
-        "name": output.name,
-        "datatype": output.datatype,
-        "shape": list(output.shape),
-        "data": json_data(output.name, output.data),
-    }
+def _binary_outputs(request: InferRequest | None) -> frozenset[str] | _All:
+    if request is None:
+        return frozenset()
+    if request.outputs is None:
+        return _ALL if binary.wants_binary(request.parameters, None) else frozenset()
+    return frozenset(o.name for o in request.outputs if binary.wants_binary(request.parameters, o.parameters))
+
+
+class _All:
+    def __contains__(self, name: object) -> bool:
+        return True
+
+
+_ALL = _All()
+
+
+def _header(output: InferOutput) -> dict[str, Any]:
+    return {"name": output.name, "datatype": output.datatype, "shape": list(output.shape)}
 
 
 def json_data(name: str, array: np.ndarray) -> Any:

@@ -21,12 +21,35 @@ from modelserve.protocol.v2.rest import encode_error
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[dict[str, str], bytes], Awaitable[tuple[int, bytes]]]
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
+Headers = list[tuple[bytes, bytes]]
+Reply = tuple[int, bytes, Headers]
 
-_JSON_HEADERS = [(b"content-type", b"application/json")]
+JSON = [(b"content-type", b"application/json")]
+
+
+class Request:
+    """What a handler sees: path parameters, the whole body, and header lookup."""
+
+    __slots__ = ("body", "params", "scope")
+
+    def __init__(self, scope: Scope, params: dict[str, str], body: bytes) -> None:
+        self.scope = scope
+        self.params = params
+        self.body = body
+
+    def header(self, name: str) -> str | None:
+        """The first value of header ``name`` (lower case), or None."""
+        key = name.encode("latin-1")
+        for k, v in self.scope["headers"]:
+            if k == key:
+                return str(v.decode("latin-1"))
+        return None
+
+
+Handler = Callable[[Request], Awaitable[Reply]]
 
 
 class Route:
@@ -48,17 +71,17 @@ class HttpApp:
         if scope["type"] != "http":
             return  # lifespan is handled by the server lifecycle, websockets are not offered
         try:
-            status, body = await self._dispatch(scope, receive)
+            status, body, headers = await self._dispatch(scope, receive)
         except ModelServeError as exc:
-            status, body = self._error(exc, scope)
+            status, body, headers = self._error(exc, scope)
         except Exception:
             request_id = uuid.uuid4().hex[:16]
             log.exception("internal error on %s %s (request id %s)", scope["method"], scope["path"], request_id)
-            status, body = 500, encode_error(f"internal error (request id {request_id})")
-        await send({"type": "http.response.start", "status": status, "headers": _JSON_HEADERS})
+            status, body, headers = 500, encode_error(f"internal error (request id {request_id})"), JSON
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
-    async def _dispatch(self, scope: Scope, receive: Receive) -> tuple[int, bytes]:
+    async def _dispatch(self, scope: Scope, receive: Receive) -> Reply:
         path: str = scope["path"]
         for route in self._routes:
             match = route.pattern.fullmatch(path)
@@ -67,11 +90,11 @@ class HttpApp:
             handler = route.methods.get(scope["method"])
             if handler is None:
                 allowed = ", ".join(sorted(route.methods))
-                return 405, encode_error(f"method {scope['method']} is not allowed on {path}; use {allowed}")
+                return 405, encode_error(f"method {scope['method']} is not allowed on {path}; use {allowed}"), JSON
             body = await self._body(receive) if scope["method"] == "POST" else b""
             params = {k: v for k, v in match.groupdict().items() if v is not None}
-            return await handler(params, body)
-        return 404, encode_error(f"no endpoint at {path}")
+            return await handler(Request(scope, params, body))
+        return 404, encode_error(f"no endpoint at {path}"), JSON
 
     async def _body(self, receive: Receive) -> bytes:
         message = await receive()
@@ -95,15 +118,15 @@ class HttpApp:
         return RequestTooLarge(f"request body is larger than the limit of {self._max_body} bytes")
 
     @staticmethod
-    def _error(exc: ModelServeError, scope: Scope) -> tuple[int, bytes]:
+    def _error(exc: ModelServeError, scope: Scope) -> Reply:
         if exc.code is ErrorCode.INTERNAL:
             request_id = uuid.uuid4().hex[:16]
             log.error(
                 "internal error on %s %s (request id %s): %s",
                 scope["method"], scope["path"], request_id, exc.message, exc_info=exc,
             )  # fmt: skip
-            return 500, encode_error(f"internal error (request id {request_id})")
-        return http_status(exc.code), encode_error(exc.message)
+            return 500, encode_error(f"internal error (request id {request_id})"), JSON
+        return http_status(exc.code), encode_error(exc.message), JSON
 
 
 def parse_version(params: dict[str, str]) -> int | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from modelserve.core.manager import ModelManager
 from modelserve.errors import ModelNotReady, Unsupported
 from modelserve.protocol.tfserving import rest as tf
-from modelserve.server.http.app import Route, parse_version
+from modelserve.server.http.app import JSON, Reply, Request, Route, parse_version
 
 _MODEL = r"/v1/models/(?P<model>[^/:]+)(?:/versions/(?P<version>[^/:]+))?"
 
@@ -22,8 +22,8 @@ class TfServingEndpoints:
             Route(_MODEL, {"GET": self.status}),
         ]
 
-    async def status(self, params: dict[str, str], body: bytes) -> tuple[int, bytes]:
-        name, version = params["model"], parse_version(params)
+    async def status(self, request: Request) -> Reply:
+        name, version = request.params["model"], parse_version(request.params)
         statuses = self._manager.statuses(name)
         if version is not None:
             statuses = [s for s in statuses if s.version == version]
@@ -31,17 +31,17 @@ class TfServingEndpoints:
                 self._manager.acquire(name, version)  # raises VersionNotFound with the versions known
         if not statuses:
             raise ModelNotReady(f"model {name!r} has no version to serve: {self._manager.model(name).error}")
-        return 200, tf.encode_status(statuses)
+        return 200, tf.encode_status(statuses), JSON
 
-    async def metadata(self, params: dict[str, str], body: bytes) -> tuple[int, bytes]:
-        with self._manager.acquire(params["model"], parse_version(params)) as handle:
-            return 200, tf.encode_metadata(handle.metadata, handle.version)
+    async def metadata(self, request: Request) -> Reply:
+        with self._manager.acquire(request.params["model"], parse_version(request.params)) as handle:
+            return 200, tf.encode_metadata(handle.metadata, handle.version), JSON
 
-    async def predict(self, params: dict[str, str], body: bytes) -> tuple[int, bytes]:
-        with self._manager.acquire(params["model"], parse_version(params)) as handle:
-            request, rows = tf.decode_predict_request(body, handle.metadata.signature)
-            response = await handle.infer(request)
-        return 200, tf.encode_predict_response(response, rows)
+    async def predict(self, request: Request) -> Reply:
+        with self._manager.acquire(request.params["model"], parse_version(request.params)) as handle:
+            infer_request, rows = tf.decode_predict_request(request.body, handle.metadata.signature)
+            response = await handle.infer(infer_request)
+        return 200, tf.encode_predict_response(response, rows), JSON
 
-    async def unsupported(self, params: dict[str, str], body: bytes) -> tuple[int, bytes]:
-        raise Unsupported(f":{params['verb']} is not supported; use :predict")
+    async def unsupported(self, request: Request) -> Reply:
+        raise Unsupported(f":{request.params['verb']} is not supported; use :predict")

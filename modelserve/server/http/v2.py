@@ -1,15 +1,16 @@
-"""Open Inference Protocol v2 REST endpoints."""
+"""Open Inference Protocol v2 REST endpoints, with the binary tensor extension."""
 
 from __future__ import annotations
 
 from modelserve import __version__
 from modelserve.core.manager import ModelManager
 from modelserve.errors import ModelNotReady
-from modelserve.protocol.v2 import rest
-from modelserve.server.http.app import Route, parse_version
+from modelserve.protocol.v2 import binary, rest
+from modelserve.server.http.app import JSON, Reply, Request, Route, parse_version
 
-EXTENSIONS = ["parameters"]
+EXTENSIONS = ["binary_tensor_data", "parameters"]
 _MODEL = r"/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?"
+_OCTETS = b"application/octet-stream"
 
 
 class V2Endpoints:
@@ -27,28 +28,33 @@ class V2Endpoints:
             Route(_MODEL, {"GET": self.model_metadata}),
         ]
 
-    async def live(self, params: dict[str, str], body: bytes) -> tuple[int, bytes]:
-        return 200, b'{"live":true}'
+    async def live(self, request: Request) -> Reply:
+        return 200, b'{"live":true}', JSON
 
-    async def ready(self, params: dict[str, str], body: bytes) -> tuple[int, bytes]:
-        return (200, b'{"ready":true}') if self._manager.ready else (503, b'{"ready":false}')
+    async def ready(self, request: Request) -> Reply:
+        return (200, b'{"ready":true}', JSON) if self._manager.ready else (503, b'{"ready":false}', JSON)
 
-    async def server_metadata(self, params: dict[str, str], body: bytes) -> tuple[int, bytes]:
-        return 200, self._server_metadata
+    async def server_metadata(self, request: Request) -> Reply:
+        return 200, self._server_metadata, JSON
 
-    async def model_metadata(self, params: dict[str, str], body: bytes) -> tuple[int, bytes]:
-        return 200, rest.encode_metadata(self._manager.metadata(params["model"], parse_version(params)))
+    async def model_metadata(self, request: Request) -> Reply:
+        meta = self._manager.metadata(request.params["model"], parse_version(request.params))
+        return 200, rest.encode_metadata(meta), JSON
 
-    async def model_ready(self, params: dict[str, str], body: bytes) -> tuple[int, bytes]:
-        name = params["model"]
+    async def model_ready(self, request: Request) -> Reply:
+        name = request.params["model"]
         try:
-            self._manager.acquire(name, parse_version(params)).release()
+            self._manager.acquire(name, parse_version(request.params)).release()
         except ModelNotReady as exc:
-            return 503, rest.dumps({"name": name, "ready": False, "error": exc.message})
-        return 200, rest.dumps({"name": name, "ready": True})
+            return 503, rest.dumps({"name": name, "ready": False, "error": exc.message}), JSON
+        return 200, rest.dumps({"name": name, "ready": True}), JSON
 
-    async def infer(self, params: dict[str, str], body: bytes) -> tuple[int, bytes]:
-        request = rest.decode_infer_request(body)
-        with self._manager.acquire(params["model"], parse_version(params)) as handle:
-            response = await handle.infer(request)
-        return 200, rest.encode_infer_response(response)
+    async def infer(self, request: Request) -> Reply:
+        json_length = binary.header_length(request.header(binary.HEADER), len(request.body))
+        infer_request = rest.decode_infer_request(request.body, json_length)
+        with self._manager.acquire(request.params["model"], parse_version(request.params)) as handle:
+            response = await handle.infer(infer_request)
+        body, header_length = rest.encode_infer_response(response, infer_request)
+        if header_length is None:
+            return 200, body, JSON
+        return 200, body, [(b"content-type", _OCTETS), (binary.HEADER.encode(), str(header_length).encode())]

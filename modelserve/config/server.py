@@ -18,7 +18,7 @@ class ServerConfig:
     http_port: int = 8080  # 0 binds an ephemeral port; the bound port is logged
     grpc_port: int = 8081  # reserved for the gRPC server
     max_request_bytes: int = 64 * 1024 * 1024  # larger bodies get 413
-    inference_threads: int = 0  # threads running runtimes; 0 = number of CPUs
+    inference_threads: int = 0  # threads running runtimes; 0 = CPUs this process may use
     log_level: str = "info"
 
     def __post_init__(self) -> None:

@@ -118,13 +118,15 @@ def _native_spec(adapter: Adapter, native_name: str) -> TensorSpec:
 
 def _cast_output(array: np.ndarray, dtype: np.dtype[Any]) -> np.ndarray:
     array = np.asarray(array)
-    if array.dtype == dtype:
-        return array
-    if dtype.kind == "O":  # BYTES: str and other objects become UTF-8 bytes
+    if dtype.kind == "O":  # BYTES: str (onnxruntime, scikit-learn labels) becomes UTF-8 bytes
         if array.dtype.kind == "S":
             return array.astype(object)
-        return np.array([_to_bytes(v) for v in array.ravel()], dtype=object).reshape(array.shape)
-    return array.astype(dtype)
+        if array.dtype.kind == "O" and (array.size == 0 or isinstance(array.flat[0], bytes)):
+            return array
+        flat = np.empty(array.size, dtype=object)
+        flat[:] = [_to_bytes(v) for v in array.ravel().tolist()]
+        return flat.reshape(array.shape)
+    return array if array.dtype == dtype else array.astype(dtype)
 
 
 def _to_bytes(value: object) -> bytes:

@@ -49,9 +49,22 @@ def to_array(name: str, datatype: str, data: object, shape: tuple[int, ...] | No
             f"input {name!r}: data is ragged (nested lists of unequal lengths), mixes lists and "
             f"scalars, or is nested deeper than {MAX_RANK} levels"
         ) from None
+    if dtype.kind == "u" and array.dtype.kind in "fO":
+        array = _big_unsigned(name, datatype, dtype, data, array)
     if shape is not None:
         array = _reshape(name, array, shape)
     return _cast(name, datatype, dtype, array)
+
+
+def _big_unsigned(name: str, datatype: str, dtype: np.dtype[Any], data: object, array: np.ndarray) -> np.ndarray:
+    """numpy infers float64 (losing precision) for ints above the int64 range; redo them exactly."""
+    exact = np.array(data, dtype=object)
+    if not all(type(v) is int for v in exact.ravel().tolist()):
+        return array  # genuinely not all integers: _cast rejects it with a clear message
+    try:
+        return np.array(data, dtype=dtype)
+    except OverflowError:
+        raise InvalidInput(f"input {name!r}: a value is out of range for {datatype}") from None
 
 
 def _reshape(name: str, array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -121,6 +134,6 @@ def _unwrap_b64(data: object) -> object:
             except ValueError:
                 raise InvalidInput(f"invalid base64 in {data['b64'][:40]!r}") from None
         return data
-    if isinstance(data, list) and data and isinstance(data[0], dict | list):
+    if isinstance(data, list) and any(isinstance(item, dict | list) for item in data):
         return [_unwrap_b64(item) for item in data]
     return data

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from modelserve.config.model import ModelConfig
-from modelserve.errors import LoadError
+from modelserve.errors import InvalidInput, LoadError
 from modelserve.runtimes.base import missing_extra
 from modelserve.types import Signature, TensorSpec
 
@@ -68,7 +68,9 @@ class OnnxRuntime:
         return Signature(inputs=inputs, outputs=outputs)
 
     def predict(self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-        feeds = {name: (_to_str(array) if name in self._string_inputs else array) for name, array in inputs.items()}
+        feeds = {
+            name: (_to_str(name, array) if name in self._string_inputs else array) for name, array in inputs.items()
+        }
         names = list(outputs) if outputs is not None else [o.name for o in self._session.get_outputs()]
         results = self._session.run(names, feeds)
         return {
@@ -90,10 +92,16 @@ def _spec(arg: Any, kind: str) -> TensorSpec:
     return TensorSpec(arg.name, datatype, shape)
 
 
-def _to_str(array: np.ndarray) -> np.ndarray:
-    """onnxruntime wants str objects for string tensors; the protocol gives bytes."""
-    flat = [b.decode("utf-8", "replace") if isinstance(b, bytes) else str(b) for b in array.ravel()]
-    return np.array(flat, dtype=object).reshape(array.shape)
+def _to_str(name: str, array: np.ndarray) -> np.ndarray:
+    """onnxruntime's string tensors hold text: it wants str objects, the protocol gives bytes."""
+    flat = np.empty(array.size, dtype=object)
+    try:
+        flat[:] = [b.decode("utf-8") for b in array.ravel().tolist()]
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(
+            f"input {name!r}: ONNX string tensors hold UTF-8 text, but an element is not valid UTF-8 ({exc.reason})"
+        ) from None
+    return flat.reshape(array.shape)
 
 
 def _zipmap_to_tensor(rows: list[dict[Any, float]]) -> np.ndarray:

@@ -78,6 +78,8 @@ class HttpApp:
             request_id = uuid.uuid4().hex[:16]
             log.exception("internal error on %s %s (request id %s)", scope["method"], scope["path"], request_id)
             status, body, headers = 500, encode_error(f"internal error (request id {request_id})"), JSON
+        # an explicit length avoids chunked transfer encoding
+        headers = [*headers, (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 

@@ -1,0 +1,3 @@
+from modelserve.cli.main import main
+
+main()

@@ -1,0 +1,56 @@
+"""Model states as users see them: failures are visible with reasons and never take the server down."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from modelserve import testing
+from modelserve.errors import ConfigError
+from tests.conftest import IRIS_REQUEST
+
+
+@pytest.mark.parametrize(
+    ("model", "words"),
+    [
+        ("broken", ["model.onnx", "INVALID_PROTOBUF"]),
+        ("pickled", ["pickle", "trusted: true"]),
+        ("bad-config", ["config.yaml", "version_policy.latest", "'many'"]),
+    ],
+)
+def test_failed_model_shows_state_and_reason(client: httpx.Client, model: str, words: list[str]) -> None:
+    response = client.get(f"/v2/models/{model}/ready")
+    assert response.status_code == 503
+    for word in words:
+        assert word in response.json()["error"]
+
+
+def test_trusted_pickle_loads(client: httpx.Client) -> None:
+    response = client.post("/v2/models/pickled-trusted/infer", json=IRIS_REQUEST)
+    assert response.status_code == 200 and response.json()["outputs"][0]["data"] == [0]
+
+
+def test_skops_with_untrusted_types_is_refused(tmp_path: Path) -> None:
+    import skops.io as sio
+    from sklearn.preprocessing import FunctionTransformer
+
+    (tmp_path / "custom" / "1").mkdir(parents=True)
+    sio.dump(FunctionTransformer(func=Path), tmp_path / "custom" / "1" / "model.skops")
+    with testing.run(tmp_path) as srv, httpx.Client(base_url=srv.http_url) as c:
+        error = c.get("/v2/models/custom/ready").json()["error"]
+    assert "does not trust" in error and "trusted_types" in error
+
+
+def test_missing_repository_fails_to_start(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not a directory"), testing.run(tmp_path / "absent"):
+        pass
+
+
+def test_unload_waits_for_nothing_and_then_404s(repo: Path) -> None:
+    with testing.run(repo) as srv, httpx.Client(base_url=srv.http_url) as c:
+        srv.call(srv.server.manager.unload("iris", 1))
+        response = c.post("/v2/models/iris/infer", json=IRIS_REQUEST)
+        assert response.status_code == 503
+        assert c.post("/v2/models/iris-skops/infer", json=IRIS_REQUEST).status_code == 200

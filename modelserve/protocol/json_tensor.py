@@ -35,6 +35,14 @@ def check_shape(name: str, shape: object) -> tuple[int, ...]:
     return tuple(shape)
 
 
+def reshape(name: str, array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """``array.reshape(shape)`` for a matching element count; numpy refuses some empty shapes."""
+    try:
+        return array.reshape(shape)
+    except ValueError:  # e.g. [0, 2**62]: zero elements, but a size numpy cannot represent
+        raise InvalidInput(f"input {name!r}: shape {list(shape)} is too large to represent") from None
+
+
 def to_array(name: str, datatype: str, data: object, shape: tuple[int, ...] | None = None) -> np.ndarray:
     """``data`` (flat or nested as ``shape``) as an array of ``datatype``'s dtype.
 
@@ -42,22 +50,28 @@ def to_array(name: str, datatype: str, data: object, shape: tuple[int, ...] | No
     """
     dtype = DATATYPES[datatype]
     # BYTES use dtype=object: numpy's "S" dtype would strip trailing NULs from binary strings
+    if datatype == "BYTES":
+        data = _unwrap_b64(name, data)
     try:
-        array = np.array(_unwrap_b64(data), dtype=object) if datatype == "BYTES" else np.asarray(data)
+        array = np.array(data, dtype=object) if datatype == "BYTES" else np.asarray(data)
     except (ValueError, TypeError, OverflowError):
         raise InvalidInput(
             f"input {name!r}: data is ragged (nested lists of unequal lengths), mixes lists and "
             f"scalars, or is nested deeper than {MAX_RANK} levels"
         ) from None
-    if dtype.kind == "u" and array.dtype.kind in "fO":
-        array = _big_unsigned(name, datatype, dtype, data, array)
+    if dtype.kind in "iu" and array.dtype.kind in "fO":
+        array = _big_integers(name, datatype, dtype, data, array)
+    elif dtype.kind in "iuf" and array.dtype.kind in "iuf" and bool in _element_types(data):
+        raise InvalidInput(
+            f"input {name!r}: datatype {datatype} needs numbers in data, got booleans (true/false) among them"
+        )
     if shape is not None:
         array = _reshape(name, array, shape)
     return _cast(name, datatype, dtype, array)
 
 
-def _big_unsigned(name: str, datatype: str, dtype: np.dtype[Any], data: object, array: np.ndarray) -> np.ndarray:
-    """numpy infers float64 (losing precision) for ints above the int64 range; redo them exactly."""
+def _big_integers(name: str, datatype: str, dtype: np.dtype[Any], data: object, array: np.ndarray) -> np.ndarray:
+    """numpy infers float64 (losing precision) for ints beyond the int64 range; redo them exactly."""
     exact = np.array(data, dtype=object)
     if not all(type(v) is int for v in exact.ravel().tolist()):
         return array  # genuinely not all integers: _cast rejects it with a clear message
@@ -67,13 +81,22 @@ def _big_unsigned(name: str, datatype: str, dtype: np.dtype[Any], data: object, 
         raise InvalidInput(f"input {name!r}: a value is out of range for {datatype}") from None
 
 
+def _element_types(data: object) -> set[type]:
+    """The types of the leaves of nested lists; ``map`` keeps the per-element work in C."""
+    if not isinstance(data, list):
+        return {type(data)}
+    if data and isinstance(data[0], list):
+        return set().union(*(_element_types(row) for row in data))
+    return set(map(type, data))
+
+
 def _reshape(name: str, array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     expected = math.prod(shape)
     if array.ndim > 1 and array.shape != shape:
         raise InvalidInput(f"input {name!r}: nested data has shape {list(array.shape)} but shape says {list(shape)}")
     if array.size != expected:
         raise InvalidInput(f"input {name!r}: data has {array.size} elements but shape {list(shape)} needs {expected}")
-    return array.reshape(shape)
+    return reshape(name, array, shape)
 
 
 def _cast(name: str, datatype: str, dtype: np.dtype[Any], array: np.ndarray) -> np.ndarray:
@@ -99,9 +122,10 @@ def _cast(name: str, datatype: str, dtype: np.dtype[Any], array: np.ndarray) -> 
         return array.astype(dtype, copy=False)
     if kind not in "iuf":
         raise _wrong(name, datatype, kind, "numbers")
-    if dtype.itemsize < 8 and kind == "f":
+    # FP32 can hold any int64 in range, FP16 cannot (max 65504); floats may exceed either
+    if dtype.itemsize < 8 and (kind == "f" or dtype.itemsize == 2):
         limit = float(np.finfo(dtype).max)
-        peak = float(np.nanmax(np.abs(array))) if array.size else 0.0
+        peak = float(np.nanmax(np.abs(array.astype(np.float64, copy=False))))
         if peak > limit and math.isfinite(peak):
             raise InvalidInput(f"input {name!r}: value {peak} is out of range for {datatype} (max {limit})")
     return array.astype(dtype, copy=False)
@@ -125,15 +149,15 @@ def _wrong(name: str, datatype: str, kind: str, expected: str) -> InvalidInput:
     return InvalidInput(f"input {name!r}: datatype {datatype} needs {expected} in data, got {got}")
 
 
-def _unwrap_b64(data: object) -> object:
+def _unwrap_b64(name: str, data: object) -> object:
     """TF Serving sends binary strings as ``{"b64": "..."}``; turn them into bytes."""
     if isinstance(data, dict):
         if set(data) == {"b64"} and isinstance(data["b64"], str):
             try:
                 return base64.b64decode(data["b64"], validate=True)
             except ValueError:
-                raise InvalidInput(f"invalid base64 in {data['b64'][:40]!r}") from None
+                raise InvalidInput(f"input {name!r}: invalid base64 in {data['b64'][:40]!r}") from None
         return data
     if isinstance(data, list) and any(isinstance(item, dict | list) for item in data):
-        return [_unwrap_b64(item) for item in data]
+        return [_unwrap_b64(name, item) for item in data]
     return data

@@ -85,7 +85,7 @@ def decode_predict_request(body: bytes, signature: Signature) -> tuple[InferRequ
     doc = loads(body)
     if not isinstance(doc, dict):
         raise InvalidInput(f"request body must be a JSON object, got {type(doc).__name__}")
-    name = doc.get("signature_name", DEFAULT_SIGNATURE)
+    name = doc.get("signature_name") or DEFAULT_SIGNATURE  # "" means the default, as in TF Serving
     if name != DEFAULT_SIGNATURE:
         raise InvalidInput(f"signature_name {name!r} not found; this model has {[DEFAULT_SIGNATURE]}")
     if ("instances" in doc) == ("inputs" in doc):

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from modelserve.errors import InvalidInput
+from modelserve.protocol.json_tensor import reshape
 from modelserve.types import DATATYPES
 
 HEADER = "inference-header-content-length"
@@ -36,14 +37,14 @@ def decode_tensor(name: str, datatype: str, shape: tuple[int, ...], blob: memory
     """``blob`` as an array of ``datatype`` and ``shape``. Raises InvalidInput on a size mismatch."""
     count = math.prod(shape)
     if datatype == "BYTES":
-        return _decode_bytes(name, blob, count).reshape(shape)
+        return reshape(name, _decode_bytes(name, blob, count), shape)
     dtype = DATATYPES[datatype].newbyteorder("<")
     if count * dtype.itemsize != len(blob):
         raise InvalidInput(
             f"input {name!r}: binary_data_size is {len(blob)} bytes but shape {list(shape)} of "
             f"{datatype} needs {count * dtype.itemsize}"
         )
-    return np.frombuffer(blob, dtype=dtype).reshape(shape)
+    return reshape(name, np.frombuffer(blob, dtype=dtype), shape)
 
 
 def _decode_bytes(name: str, blob: memoryview, count: int) -> np.ndarray:

@@ -69,8 +69,8 @@ class Signature:
 
 
 @dataclass(slots=True)
-class InferInput:
-    """A decoded request tensor: ``data`` already has ``shape`` and the dtype of ``datatype``."""
+class Tensor:
+    """A request or response tensor: ``data`` already has its shape and ``datatype``'s dtype."""
 
     name: str
     datatype: str
@@ -80,6 +80,10 @@ class InferInput:
     @property
     def shape(self) -> tuple[int, ...]:
         return tuple(self.data.shape)
+
+
+InferInput = Tensor
+InferOutput = Tensor
 
 
 @dataclass(slots=True)
@@ -94,18 +98,6 @@ class InferRequest:
     id: str | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
     outputs: list[RequestedOutput] | None = None  # None: every output
-
-
-@dataclass(slots=True)
-class InferOutput:
-    name: str
-    datatype: str
-    data: np.ndarray
-    parameters: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(self.data.shape)
 
 
 @dataclass(slots=True)

@@ -7,6 +7,7 @@ logged and read back; liveness answers at once, readiness once the repository lo
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import socket
@@ -17,7 +18,7 @@ import uvicorn
 from modelserve.config.server import ServerConfig
 from modelserve.core.manager import ModelManager
 from modelserve.core.pool import Pool
-from modelserve.repository.layout import scan
+from modelserve.repository.layout import ModelSource, scan
 from modelserve.server.http.app import HttpApp
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,15 @@ class Server:
         self._uvicorn = uvicorn.Server(config)
         self._serving = asyncio.create_task(self._uvicorn.serve(sockets=[sock]))
         log.info("HTTP server listening on %s (REST: v2 and TF Serving v1)", self.http_url)
-        self._loading = asyncio.create_task(self.manager.load_repository(sources))
+        self._loading = asyncio.create_task(self._load(sources))
+
+    async def _load(self, sources: list[ModelSource]) -> None:
+        await self.manager.load_repository(sources)
+        # Loaded libraries leave ~10^5 long-lived objects; a full collection walking them all took
+        # ~90 ms here, the p99 of every request it interrupts. Freezing moves them out of the
+        # collector's way; garbage made while serving is still collected.
+        gc.collect()
+        gc.freeze()
 
     async def wait_loaded(self) -> None:
         """Return once every model of the initial load is READY or FAILED."""

@@ -195,14 +195,14 @@ class ModelManager:
         mv = self.model(name).versions.get(version)
         if mv is None:
             raise VersionNotFound(f"model {name!r} has no version {version}")
-        runtime, mv.runtime = mv.runtime, None
-        mv.state = ModelState.UNLOADING
+        mv.state = ModelState.UNLOADING  # acquire() refuses it from now on; pinned handles still run
         if mv.inflight:
             mv.drained.clear()
             try:
                 await asyncio.wait_for(mv.drained.wait(), timeout)
             except TimeoutError:
                 log.warning("unloading %s with %d request(s) still running", mv.label, mv.inflight)
+        runtime, mv.runtime = mv.runtime, None
         if runtime is not None:
             await self._pool.run(runtime.unload)
         mv.state = ModelState.UNLOADED

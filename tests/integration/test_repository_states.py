@@ -48,9 +48,28 @@ def test_missing_repository_fails_to_start(tmp_path: Path) -> None:
         pass
 
 
-def test_unload_waits_for_nothing_and_then_404s(repo: Path) -> None:
+def test_unload_lets_a_pinned_request_finish_and_then_refuses_new_ones(repo: Path) -> None:
+    import asyncio
+
+    import numpy as np
+
+    from modelserve.types import InferInput, InferRequest, ModelState
+
+    async def scenario(manager) -> tuple[ModelState, bool, list[int], bool]:
+        handle = manager.acquire("iris", 1)  # pinned, as a request in flight holds it
+        unloading = asyncio.create_task(manager.unload("iris", 1))
+        await asyncio.sleep(0.05)
+        state = manager.model("iris").versions[1].state
+        request = InferRequest([InferInput("input", "FP32", np.array([[5.1, 3.5, 1.4, 0.2]], dtype=np.float32))])
+        label = (await handle.infer(request)).outputs[0].data.tolist()
+        waited = not unloading.done()
+        handle.release()
+        await unloading
+        return state, waited, label, 1 in manager.model("iris").versions
+
     with testing.run(repo) as srv, httpx.Client(base_url=srv.http_url) as c:
-        srv.call(srv.server.manager.unload("iris", 1))
+        state, waited, label, still_there = srv.call(scenario(srv.server.manager))
+        assert state is ModelState.UNLOADING and waited and label == [0] and not still_there
         response = c.post("/v2/models/iris/infer", json=IRIS_REQUEST)
-        assert response.status_code == 503
+        assert response.status_code == 503 and "no version to serve" in response.json()["error"]
         assert c.post("/v2/models/iris-skops/infer", json=IRIS_REQUEST).status_code == 200

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
 import yaml
 
 from modelserve.errors import ConfigError
@@ -90,7 +91,7 @@ def parse_model_config(raw: object, where: str) -> ModelConfig:
         trusted=_bool(doc, "trusted", where),
         trusted_types=tuple(_str_list(doc.get("trusted_types", []), where, "trusted_types")),
         threads=_opt_int(doc, "threads", where, minimum=1) or 1,
-        metadata=dict(_mapping(doc.get("metadata", {}), where, "metadata")),
+        metadata=_json_mapping(doc.get("metadata", {}), where, "metadata"),
         parameters=dict(_mapping(doc.get("parameters", {}), where, "parameters")),
     )
 
@@ -98,7 +99,20 @@ def parse_model_config(raw: object, where: str) -> ModelConfig:
 def _mapping(value: object, where: str, what: str) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise ConfigError(f"{where}: {what} must be a mapping, got {value!r}")
+    bad = [k for k in value if not isinstance(k, str)]
+    if bad:
+        raise ConfigError(f"{where}: keys of {what} must be strings, got {bad!r}")
     return value
+
+
+def _json_mapping(value: object, where: str, what: str) -> dict[str, Any]:
+    """A mapping that the metadata endpoints can send as JSON (no sets, dates as text...)."""
+    mapping = dict(_mapping(value, where, what))
+    try:
+        orjson.dumps(mapping)
+    except TypeError as exc:
+        raise ConfigError(f"{where}: {what} must hold only JSON values: {exc}") from None
+    return mapping
 
 
 def _opt_str(doc: Mapping[str, Any], key: str, where: str) -> str | None:

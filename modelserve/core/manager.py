@@ -218,10 +218,10 @@ class ModelManager:
     def _declare(self, source: ModelSource) -> tuple[Model, list[int]]:
         try:
             config = load_model_config(source.config_path)
-        except ModelServeError as exc:
-            log.error("model %r: %s", source.name, exc.message)
-            model = Model(source.name, ModelConfig(), error=exc.message)
-            return model, list(source.versions)[-1:]
+        except Exception as exc:  # one bad config must not stop the other models loading
+            message = exc.message if isinstance(exc, ModelServeError) else f"cannot read config.yaml: {exc!r}"
+            log.error("model %r: %s", source.name, message)
+            return Model(source.name, ModelConfig(), error=message), list(source.versions)[-1:]
         model = Model(source.name, config)
         selected = select_versions(source.versions, config.version_policy)
         if not source.versions:

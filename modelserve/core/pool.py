@@ -19,7 +19,8 @@ T = TypeVar("T")
 class Pool:
     def __init__(self, threads: int = 0) -> None:
         """``threads`` = 0 means one per CPU this process may run on (respecting taskset/cgroups)."""
-        self.threads = threads or len(os.sched_getaffinity(0)) or 1
+        affinity = getattr(os, "sched_getaffinity", None)  # Linux only
+        self.threads = threads or (len(affinity(0)) if affinity else os.cpu_count()) or 1
         self._executor = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="modelserve-infer")
 
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:

@@ -61,6 +61,11 @@ def _apply(native: Sequence[TensorSpec], overrides: Sequence[TensorOverride], ki
                 f"{list(spec.shape)} for {spec.name!r}"
             )
         datatype = o.datatype or spec.datatype
+        if datatype != spec.datatype and "BYTES" in (datatype, spec.datatype):
+            raise LoadError(
+                f"config.yaml: signature.{kind}[{i}] datatype {datatype} cannot stand for the model's "
+                f"{spec.datatype} ({spec.name!r}): only numeric datatypes convert into each other"
+            )
         accepts = spec.accepts | {spec.datatype} - {datatype} if o.datatype else spec.accepts
         result[i] = replace(spec, name=o.name, datatype=datatype, shape=shape, accepts=frozenset(accepts))
     return tuple(result)

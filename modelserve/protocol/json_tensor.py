@@ -8,6 +8,7 @@ ragged nesting. Element counts are computed with Python ints, which cannot overf
 from __future__ import annotations
 
 import base64
+import itertools
 import math
 from typing import Any
 
@@ -51,7 +52,10 @@ def to_array(name: str, datatype: str, data: object, shape: tuple[int, ...] | No
     dtype = DATATYPES[datatype]
     # BYTES use dtype=object: numpy's "S" dtype would strip trailing NULs from binary strings
     if datatype == "BYTES":
-        data = _unwrap_b64(name, data)
+        try:
+            data = _unwrap_b64(name, data)
+        except RecursionError:
+            raise InvalidInput(f"input {name!r}: data is nested deeper than {MAX_RANK} levels") from None
     try:
         array = np.array(data, dtype=object) if datatype == "BYTES" else np.asarray(data)
     except (ValueError, TypeError, OverflowError):
@@ -86,7 +90,9 @@ def _element_types(data: object) -> set[type]:
     if not isinstance(data, list):
         return {type(data)}
     if data and isinstance(data[0], list):
-        return set().union(*(_element_types(row) for row in data))
+        if data[0] and isinstance(data[0][0], list):
+            return set().union(*(_element_types(row) for row in data))
+        return set(map(type, itertools.chain.from_iterable(data)))
     return set(map(type, data))
 
 

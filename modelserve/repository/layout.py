@@ -16,6 +16,7 @@ from modelserve.errors import ConfigError
 log = logging.getLogger(__name__)
 
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
+VERSION_NAME = re.compile(r"[1-9][0-9]{0,17}")  # ASCII digits: str.isdigit() accepts "²"
 CONFIG_FILE = "config.yaml"
 
 
@@ -52,7 +53,7 @@ def _versions(model_dir: Path) -> dict[int, Path]:
     for path in model_dir.iterdir():
         if not path.is_dir() or path.name.startswith("."):
             continue
-        if path.name.isdigit() and int(path.name) > 0 and path.name == str(int(path.name)):
+        if VERSION_NAME.fullmatch(path.name):
             versions[int(path.name)] = path
         else:
             log.warning("skipping %s: version directories are positive integers without leading zeros", path)

@@ -128,6 +128,16 @@ def test_bad_request_is_answered_and_server_keeps_serving(
     assert good.json()["outputs"][0]["data"] == [0]
 
 
+@pytest.mark.parametrize("value", ["\u00b2", "0" * 4999 + "1"], ids=["superscript", "5000-digits"])
+def test_bad_binary_header_length_is_400(client: httpx.Client, value: str) -> None:
+    response = client.post(
+        "/v2/models/iris/infer",
+        content=orjson.dumps(IRIS_REQUEST),
+        headers={"Inference-Header-Content-Length": value.encode("utf-8")},
+    )
+    assert response.status_code == 400 and "Inference-Header-Content-Length" in response.json()["error"]
+
+
 def test_runtime_error_logs_traceback_with_request_id(client: httpx.Client, caplog: pytest.LogCaptureFixture) -> None:
     body = {"inputs": [{"name": "x", "shape": [3], "datatype": "FP32", "data": [1, 2, 3]}]}
     response = client.post("/v2/models/reshaper/infer", json=body)

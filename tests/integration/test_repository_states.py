@@ -43,6 +43,32 @@ def test_skops_with_untrusted_types_is_refused(tmp_path: Path) -> None:
     assert "does not trust" in error and "trusted_types" in error
 
 
+def test_one_bad_config_or_version_name_fails_only_its_model(repo: Path, tmp_path: Path) -> None:
+    import shutil
+
+    shutil.copytree(repo / "iris", tmp_path / "iris")
+    shutil.copytree(repo / "iris", tmp_path / "aaa-typo")
+    (tmp_path / "aaa-typo" / "config.yaml").write_text("1: x\nfoo: y\n")
+    shutil.copytree(repo / "iris", tmp_path / "meta")
+    (tmp_path / "meta" / "config.yaml").write_text("metadata: {tags: !!set {a: null}}\n")
+    (tmp_path / "iris" / "\u00b2").mkdir()
+    with testing.run(tmp_path) as srv, httpx.Client(base_url=srv.http_url) as c:
+        assert c.get("/v2/health/ready").status_code == 200
+        assert c.post("/v2/models/iris/infer", json=IRIS_REQUEST).status_code == 200
+        assert "keys of the document must be strings" in c.get("/v2/models/aaa-typo/ready").json()["error"]
+        assert "JSON values" in c.get("/v2/models/meta/ready").json()["error"]
+
+
+def test_bytes_override_of_a_numeric_input_fails_the_load(repo: Path, tmp_path: Path) -> None:
+    import shutil
+
+    shutil.copytree(repo / "iris", tmp_path / "iris")
+    (tmp_path / "iris" / "config.yaml").write_text("signature: {inputs: [{name: input, datatype: BYTES}]}\n")
+    with testing.run(tmp_path) as srv, httpx.Client(base_url=srv.http_url) as c:
+        error = c.get("/v2/models/iris/ready").json()["error"]
+    assert "only numeric datatypes" in error
+
+
 def test_missing_repository_fails_to_start(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not a directory"), testing.run(tmp_path / "absent"):
         pass

@@ -26,7 +26,7 @@ def header_length(raw: str | None, body_size: int) -> int | None:
     """The JSON header length from the HTTP header's value, None without one. Raises InvalidInput."""
     if raw is None:
         return None
-    if not raw.isdigit() or int(raw) > body_size:
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 19) or int(raw) > body_size:
         raise InvalidInput(
             f"Inference-Header-Content-Length must be an integer between 0 and the body size {body_size}, got {raw!r}"
         )

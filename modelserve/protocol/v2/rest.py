@@ -114,8 +114,8 @@ def _decode_input(index: int, item: object, blobs: _Blobs) -> InferInput:
 
 
 def _decode_outputs(outputs: object) -> list[RequestedOutput]:
-    if not isinstance(outputs, list):
-        raise InvalidInput(f"'outputs' must be a list of {{\"name\": ...}} objects, got {outputs!r}")
+    if not isinstance(outputs, list) or not outputs:
+        raise InvalidInput(f"'outputs' must be a list of {{\"name\": ...}} objects (at least one), got {outputs!r}")
     result = []
     for i, item in enumerate(outputs):
         name = item.get("name") if isinstance(item, dict) else None

@@ -131,11 +131,14 @@ class HttpApp:
         return http_status(exc.code), encode_error(exc.message), JSON
 
 
+_VERSION = re.compile(r"[1-9][0-9]{0,17}")  # ASCII digits only: str.isdigit() accepts "²"
+
+
 def parse_version(params: dict[str, str]) -> int | None:
     """The ``version`` path segment as a positive int, None when absent. Raises InvalidInput."""
     raw = params.get("version")
     if raw is None:
         return None
-    if not raw.isdigit() or int(raw) < 1:
+    if not _VERSION.fullmatch(raw):
         raise InvalidInput(f"model version must be a positive integer, got {raw!r}")
     return int(raw)

@@ -50,9 +50,9 @@ class V2Endpoints:
         return 200, rest.dumps({"name": name, "ready": True}), JSON
 
     async def infer(self, request: Request) -> Reply:
-        json_length = binary.header_length(request.header(binary.HEADER), len(request.body))
-        infer_request = rest.decode_infer_request(request.body, json_length)
         with self._manager.acquire(request.params["model"], parse_version(request.params)) as handle:
+            json_length = binary.header_length(request.header(binary.HEADER), len(request.body))
+            infer_request = rest.decode_infer_request(request.body, json_length)
             response = await handle.infer(infer_request)
         body, header_length = rest.encode_infer_response(response, infer_request)
         if header_length is None:

@@ -64,9 +64,6 @@ class Signature:
     def input(self, name: str) -> TensorSpec | None:
         return next((t for t in self.inputs if t.name == name), None)
 
-    def output(self, name: str) -> TensorSpec | None:
-        return next((t for t in self.outputs if t.name == name), None)
-
 
 @dataclass(slots=True)
 class Tensor:

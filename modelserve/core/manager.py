@@ -28,7 +28,7 @@ from modelserve.errors import (
     RuntimeFailure,
     VersionNotFound,
 )
-from modelserve.repository.layout import ModelSource
+from modelserve.repository.layout import ModelSource, scan
 from modelserve.runtimes.base import Runtime
 from modelserve.runtimes.registry import resolve
 from modelserve.types import InferRequest, InferResponse, ModelMetadata, ModelState, VersionStatus
@@ -136,9 +136,6 @@ class ModelManager:
 
     # -- queries ---------------------------------------------------------------------------
 
-    def names(self) -> list[str]:
-        return sorted(self._models)
-
     def model(self, name: str) -> Model:
         model = self._models.get(name)
         if model is None:
@@ -173,6 +170,11 @@ class ModelManager:
         return ModelMetadata(meta.name, ready, meta.platform, meta.signature, meta.metadata)
 
     # -- lifecycle -------------------------------------------------------------------------
+
+    @staticmethod
+    def discover(repository: Path) -> list[ModelSource]:
+        """The models under ``repository``. Raises ConfigError if it is not a directory."""
+        return scan(repository)
 
     async def load_repository(self, sources: Iterable[ModelSource]) -> None:
         """Load what each source's policy selects, concurrently. Returns when every load settled."""

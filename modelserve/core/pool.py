@@ -10,10 +10,10 @@ import asyncio
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import ParamSpec, TypeVar
+from typing import TypeVar, TypeVarTuple, Unpack
 
-P = ParamSpec("P")
 T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
 
 
 class Pool:
@@ -23,12 +23,9 @@ class Pool:
         self.threads = threads or (len(affinity(0)) if affinity else os.cpu_count()) or 1
         self._executor = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="modelserve-infer")
 
-    async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run ``fn`` in a pool thread and await its result; exceptions propagate unchanged."""
-        loop = asyncio.get_running_loop()
-        if kwargs:
-            return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
-        return await loop.run_in_executor(self._executor, fn, *args)
+    async def run(self, fn: Callable[[Unpack[Ts]], T], *args: *Ts) -> T:
+        """Run ``fn(*args)`` in a pool thread and await its result; exceptions propagate unchanged."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     def shutdown(self) -> None:
         """Stop taking work; blocks until running calls finish."""

@@ -35,7 +35,7 @@ class _OutputPlan:
 class Plan:
     """Per-version lookup tables; ``model_id`` is used in messages ("iris version 1")."""
 
-    __slots__ = ("_by_native", "_inputs", "_outputs", "model_id")
+    __slots__ = ("_all_outputs", "_by_native", "_inputs", "_outputs", "model_id")
 
     def __init__(self, model_id: str, adapter: Adapter) -> None:
         self.model_id = model_id
@@ -52,6 +52,7 @@ class Plan:
             for spec in adapter.public.outputs
         }
         self._by_native = {plan.native_name: plan for plan in self._outputs.values()}
+        self._all_outputs = list(self._by_native)
 
     def inputs(self, request: InferRequest) -> dict[str, np.ndarray]:
         """Native-named arrays for the runtime. Raises InvalidInput naming the input and the problem."""
@@ -87,7 +88,7 @@ class Plan:
 
     def outputs(self, raw: Mapping[str, np.ndarray], requested: list[str] | None) -> list[InferOutput]:
         """Public outputs in signature order (or request order), cast to their declared datatypes."""
-        wanted = requested if requested is not None else list(self._by_native)
+        wanted = requested if requested is not None else self._all_outputs
         result = []
         for native in wanted:
             plan = self._by_native[native]

@@ -131,7 +131,8 @@ def _cast(name: str, datatype: str, dtype: np.dtype[Any], array: np.ndarray) -> 
     # FP32 can hold any int64 in range, FP16 cannot (max 65504); floats may exceed either
     if dtype.itemsize < 8 and (kind == "f" or dtype.itemsize == 2):
         limit = float(np.finfo(dtype).max)
-        peak = float(np.nanmax(np.abs(array.astype(np.float64, copy=False))))
+        # min/max in the array's own dtype: no float64 copy (NaN compares false, and passes)
+        peak = max(abs(float(array.max())), abs(float(array.min())))
         if peak > limit and math.isfinite(peak):
             raise InvalidInput(f"input {name!r}: value {peak} is out of range for {datatype} (max {limit})")
     return array.astype(dtype, copy=False)

@@ -11,6 +11,7 @@ import gc
 import logging
 import signal
 import socket
+from collections.abc import Awaitable
 from types import FrameType
 
 import uvicorn
@@ -18,7 +19,6 @@ import uvicorn
 from modelserve.config.server import ServerConfig
 from modelserve.core.manager import ModelManager
 from modelserve.core.pool import Pool
-from modelserve.repository.layout import ModelSource, scan
 from modelserve.server.http.app import HttpApp
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ class Server:
 
     async def start(self) -> None:
         """Bind, start serving HTTP, and start loading the repository in the background."""
-        sources = scan(self.config.repository)  # a missing repository fails here, before binding
+        sources = self.manager.discover(self.config.repository)  # a missing one fails before binding
         sock = _bind(self.config.host, self.config.http_port)
         self.http_port = sock.getsockname()[1]
         config = uvicorn.Config(
@@ -59,10 +59,10 @@ class Server:
         self._uvicorn = uvicorn.Server(config)
         self._serving = asyncio.create_task(self._uvicorn.serve(sockets=[sock]))
         log.info("HTTP server listening on %s (REST: v2 and TF Serving v1)", self.http_url)
-        self._loading = asyncio.create_task(self._load(sources))
+        self._loading = asyncio.create_task(self._load(self.manager.load_repository(sources)))
 
-    async def _load(self, sources: list[ModelSource]) -> None:
-        await self.manager.load_repository(sources)
+    async def _load(self, loading: Awaitable[None]) -> None:
+        await loading
         # Loaded libraries leave ~10^5 long-lived objects; a full collection walking them all took
         # ~90 ms here, the p99 of every request it interrupts. Freezing moves them out of the
         # collector's way; garbage made while serving is still collected.

@@ -5,7 +5,9 @@ from __future__ import annotations
 from modelserve.config.server import ServerConfig
 from modelserve.core.manager import ModelManager
 from modelserve.core.pool import Pool
+from modelserve.server.grpc.service import GrpcService
 from modelserve.server.http.app import HttpApp
+from modelserve.server.http.repository import RepositoryEndpoints
 from modelserve.server.http.tfserving import TfServingEndpoints
 from modelserve.server.http.v2 import V2Endpoints
 from modelserve.server.lifecycle import Server
@@ -13,6 +15,11 @@ from modelserve.server.lifecycle import Server
 
 def build_server(config: ServerConfig) -> Server:
     pool = Pool(config.inference_threads)
-    manager = ModelManager(pool)
-    routes = V2Endpoints(manager).routes() + TfServingEndpoints(manager).routes()
-    return Server(config, manager, pool, HttpApp(routes, config.max_request_bytes))
+    manager = ModelManager(pool, config.repository)
+    routes = (
+        V2Endpoints(manager).routes()
+        + RepositoryEndpoints(manager, config.control_api).routes()
+        + TfServingEndpoints(manager).routes()
+    )
+    grpc_handler = GrpcService(manager, config.control_api).handler()
+    return Server(config, manager, pool, HttpApp(routes, config.max_request_bytes), grpc_handler)

@@ -18,6 +18,8 @@ class ErrorCode(enum.Enum):
     PAYLOAD_TOO_LARGE = "payload_too_large"  # request body or message over the limit
     RESOURCE_EXHAUSTED = "resource_exhausted"  # queue full, too many requests
     UNIMPLEMENTED = "unimplemented"  # valid, but a feature we do not offer
+    DEADLINE_EXCEEDED = "deadline_exceeded"  # the client's deadline passed before the work ran
+    PERMISSION_DENIED = "permission_denied"  # an operation this server is configured to refuse
     INTERNAL = "internal"  # our bug or a runtime exception
 
 
@@ -55,6 +57,14 @@ class Unsupported(ModelServeError):
     code = ErrorCode.UNIMPLEMENTED
 
 
+class DeadlineExceeded(ModelServeError):
+    code = ErrorCode.DEADLINE_EXCEEDED
+
+
+class Forbidden(ModelServeError):
+    code = ErrorCode.PERMISSION_DENIED
+
+
 class ConfigError(ModelServeError, ValueError):
     """A configuration file or option is invalid; the message quotes the file and the value."""
 
@@ -67,3 +77,9 @@ class LoadError(ModelServeError):
 
 class RuntimeFailure(ModelServeError):
     """A runtime raised while predicting. Clients see only 'internal error' and a request id."""
+
+
+class ModelLoadFailed(ModelServeError):
+    """A load asked for through the repository API failed; the message gives each version's reason."""
+
+    code = ErrorCode.INVALID_ARGUMENT

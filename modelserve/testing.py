@@ -33,6 +33,11 @@ class run:  # noqa: N801  (used like a function: ``with run(repo) as srv``)
     def http_url(self) -> str:
         return self.server.http_url
 
+    @property
+    def grpc_target(self) -> str:
+        """``host:port`` for gRPC clients (``tritonclient.grpc.InferenceServerClient(srv.grpc_target)``)."""
+        return self.server.grpc_target
+
     def __enter__(self) -> run:
         self._thread.start()
         self._started.wait()

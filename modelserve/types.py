@@ -132,3 +132,13 @@ class ModelMetadata:
     platform: str
     signature: Signature
     metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class IndexEntry:
+    """One row of the repository index: a model, and one of its versions when it has any."""
+
+    name: str
+    version: int | None = None
+    state: ModelState | None = None
+    reason: str = ""

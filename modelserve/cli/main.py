@@ -25,13 +25,30 @@ def main() -> None:
 @click.argument("repository", type=click.Path(path_type=Path, file_okay=False))
 @click.option("--host", default=None, help="Address to bind. [default: 127.0.0.1]")
 @click.option("--http-port", type=int, default=None, help="REST port; 0 picks a free one. [default: 8080]")
-@click.option("--grpc-port", type=int, default=None, help="gRPC port (reserved). [default: 8081]")
+@click.option("--grpc-port", type=int, default=None, help="gRPC port; 0 picks a free one. [default: 8081]")
+@click.option(
+    "--control-api",
+    type=click.Choice(["on", "off"]),
+    default=None,
+    help="Allow loading and unloading models through the repository API (admin). [default: off]",
+)
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default=None)
 def serve(
-    repository: Path, host: str | None, http_port: int | None, grpc_port: int | None, log_level: str | None
+    repository: Path,
+    host: str | None,
+    http_port: int | None,
+    grpc_port: int | None,
+    control_api: str | None,
+    log_level: str | None,
 ) -> None:
     """Serve every model under REPOSITORY (REPOSITORY/<model>/<version>/<artifact>)."""
-    overrides = {"host": host, "http_port": http_port, "grpc_port": grpc_port, "log_level": log_level}
+    overrides = {
+        "host": host,
+        "http_port": http_port,
+        "grpc_port": grpc_port,
+        "control_api": None if control_api is None else control_api == "on",
+        "log_level": log_level,
+    }
     try:
         config = ServerConfig.load(repository, overrides)
     except ModelServeError as exc:

@@ -16,8 +16,9 @@ class ServerConfig:
     repository: Path
     host: str = "127.0.0.1"
     http_port: int = 8080  # 0 binds an ephemeral port; the bound port is logged
-    grpc_port: int = 8081  # reserved for the gRPC server
-    max_request_bytes: int = 64 * 1024 * 1024  # larger bodies get 413
+    grpc_port: int = 8081  # 0 binds an ephemeral port; the bound port is logged
+    max_request_bytes: int = 64 * 1024 * 1024  # larger REST bodies get 413, larger gRPC messages RESOURCE_EXHAUSTED
+    control_api: bool = False  # the repository load/unload endpoints (admin operations)
     inference_threads: int = 0  # threads running runtimes; 0 = CPUs this process may use
     log_level: str = "info"
 
@@ -47,7 +48,14 @@ class ServerConfig:
         return replace(config, **values)
 
 
+_BOOLS = {"on": True, "true": True, "1": True, "yes": True, "off": False, "false": False, "0": False, "no": False}
+
+
 def _convert(name: str, raw: str, kind: type) -> Any:
+    if kind is bool:
+        if raw.strip().lower() not in _BOOLS:
+            raise ConfigError(f"MODELSERVE_{name.upper()} must be on or off, got {raw!r}")
+        return _BOOLS[raw.strip().lower()]
     if kind is int:
         try:
             return int(raw)

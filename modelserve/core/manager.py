@@ -11,9 +11,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+
+import numpy as np
 
 from modelserve.config.model import ModelConfig, load_model_config
 from modelserve.core.policy import select_versions
@@ -21,17 +24,27 @@ from modelserve.core.pool import Pool
 from modelserve.core.signature import adapt
 from modelserve.core.validation import Plan
 from modelserve.errors import (
+    ConfigError,
+    DeadlineExceeded,
     LoadError,
+    ModelLoadFailed,
     ModelNotFound,
     ModelNotReady,
     ModelServeError,
     RuntimeFailure,
     VersionNotFound,
 )
-from modelserve.repository.layout import ModelSource, scan
+from modelserve.repository.layout import ModelSource, scan, scan_one
 from modelserve.runtimes.base import Runtime
 from modelserve.runtimes.registry import resolve
-from modelserve.types import InferRequest, InferResponse, ModelMetadata, ModelState, VersionStatus
+from modelserve.types import (
+    IndexEntry,
+    InferRequest,
+    InferResponse,
+    ModelMetadata,
+    ModelState,
+    VersionStatus,
+)
 
 log = logging.getLogger(__name__)
 
@@ -82,12 +95,13 @@ class Model:
 class Handle:
     """One READY version pinned for one request: ``with manager.acquire(m) as h: await h.infer(r)``."""
 
-    __slots__ = ("_mv", "_pool", "_released")
+    __slots__ = ("_job", "_mv", "_pool", "_released")
 
     def __init__(self, mv: ModelVersion, pool: Pool) -> None:
         self._mv = mv
         self._pool = pool
         self._released = False
+        self._job: Future[dict[str, np.ndarray]] | None = None
         mv.inflight += 1
 
     @property
@@ -99,15 +113,25 @@ class Handle:
         assert self._mv.metadata is not None
         return self._mv.metadata
 
-    async def infer(self, request: InferRequest) -> InferResponse:
-        """Validate, run in the pool, shape the response. Raises InvalidInput or RuntimeFailure."""
+    async def infer(self, request: InferRequest, deadline: float | None = None) -> InferResponse:
+        """Validate, run in the pool, shape the response.
+
+        ``deadline`` (``time.monotonic()`` seconds) is checked when a pool thread picks the request
+        up: a request whose client has given up is not run. Raises InvalidInput, DeadlineExceeded
+        or RuntimeFailure. If the caller is cancelled while the runtime computes, the version stays
+        pinned until the computation ends, so an unload never pulls a runtime from under it.
+        """
         mv = self._mv
         plan, runtime = mv.plan, mv.runtime
         assert plan is not None and runtime is not None
         feeds = plan.inputs(request)
         requested = plan.requested(request)
+        self._job = job = self._pool.submit(_predict, runtime, feeds, requested, deadline)
         try:
-            raw = await self._pool.run(runtime.predict, feeds, requested)
+            raw = await asyncio.wrap_future(job)
+        except asyncio.CancelledError:
+            job.cancel()  # still queued: it will never run
+            raise
         except ModelServeError:
             raise
         except Exception as exc:
@@ -115,11 +139,21 @@ class Handle:
         return InferResponse(mv.model, str(mv.version), plan.outputs(raw, requested), id=request.id)
 
     def release(self) -> None:
-        if not self._released:
-            self._released = True
-            self._mv.inflight -= 1
-            if self._mv.inflight == 0:
-                self._mv.drained.set()
+        """Unpin (once); deferred until a computation abandoned by a cancelled caller ends."""
+        if self._released:
+            return
+        self._released = True
+        job = self._job
+        if job is not None and not job.done():
+            loop = asyncio.get_running_loop()
+            job.add_done_callback(lambda _: loop.call_soon_threadsafe(self._unpin))
+        else:
+            self._unpin()
+
+    def _unpin(self) -> None:
+        self._mv.inflight -= 1
+        if self._mv.inflight == 0:
+            self._mv.drained.set()
 
     def __enter__(self) -> Handle:
         return self
@@ -128,10 +162,20 @@ class Handle:
         self.release()
 
 
+def _predict(
+    runtime: Runtime, feeds: dict[str, np.ndarray], requested: list[str] | None, deadline: float | None
+) -> dict[str, np.ndarray]:
+    if deadline is not None and time.monotonic() >= deadline:
+        raise DeadlineExceeded("the client's deadline passed while the request waited for a worker; it was not run")
+    return runtime.predict(feeds, requested)
+
+
 class ModelManager:
-    def __init__(self, pool: Pool) -> None:
+    def __init__(self, pool: Pool, repository: Path) -> None:
         self._pool = pool
+        self.repository = repository
         self._models: dict[str, Model] = {}
+        self._locks: dict[str, asyncio.Lock] = {}  # one load/unload at a time per model name
         self.ready = False  # True once the first repository load has settled
 
     # -- queries ---------------------------------------------------------------------------
@@ -169,12 +213,33 @@ class ModelManager:
         ready = tuple(v.version for v in self._models[name].versions.values() if v.state is ModelState.READY)
         return ModelMetadata(meta.name, ready, meta.platform, meta.signature, meta.metadata)
 
+    def index(self, ready_only: bool = False) -> list[IndexEntry]:
+        """Every model in the repository directory or in memory, one entry per known version.
+
+        A model that was never loaded has an entry with its name only. ``ready_only`` keeps READY
+        versions. Reads the repository directory (blocking, but cheap: one listing per model).
+        """
+        try:
+            names = {source.name for source in scan(self.repository)}
+        except ConfigError:
+            log.warning("repository %s is gone; indexing the models in memory only", self.repository)
+            names = set()
+        entries: list[IndexEntry] = []
+        for name in sorted(names | set(self._models)):
+            model = self._models.get(name)
+            versions = model.versions.values() if model is not None else ()
+            entries.extend(IndexEntry(name, mv.version, mv.state, mv.reason) for mv in versions)
+            if not versions:
+                entries.append(IndexEntry(name, reason=model.error if model is not None else ""))
+        if ready_only:
+            return [e for e in entries if e.state is ModelState.READY]
+        return entries
+
     # -- lifecycle -------------------------------------------------------------------------
 
-    @staticmethod
-    def discover(repository: Path) -> list[ModelSource]:
-        """The models under ``repository``. Raises ConfigError if it is not a directory."""
-        return scan(repository)
+    def discover(self) -> list[ModelSource]:
+        """The models under the repository. Raises ConfigError if it is not a directory."""
+        return scan(self.repository)
 
     async def load_repository(self, sources: Iterable[ModelSource]) -> None:
         """Load what each source's policy selects, concurrently. Returns when every load settled."""
@@ -192,11 +257,94 @@ class ModelManager:
         await asyncio.gather(*loads)
         self.ready = True
 
+    async def load_model(self, name: str) -> None:
+        """Load, or reload, one model from the repository directory, without dropping requests.
+
+        Versions the policy selects load beside the serving ones; then the model switches over at
+        once and retired versions drain and unload. A READY version whose files and config are
+        unchanged is kept as is. If any selected version fails, a model that was serving keeps
+        serving exactly as before. ``name`` must already be checked (protocol.names). Raises
+        ModelNotFound (no such directory) or ModelLoadFailed (with each failure's reason).
+        """
+        source = scan_one(self.repository, name)
+        if source is None:
+            raise ModelNotFound(f"model {name!r} is not in the repository")
+        async with self._locks.setdefault(name, asyncio.Lock()):
+            old = self._models.get(name)
+            new, selected = self._declare(source)
+            keep, fresh = self._plan_reload(old, new, source, selected)
+            if new.error:
+                for mv in fresh:
+                    self._fail(mv, new.error)
+            else:
+                await asyncio.gather(*(self._load(mv, new.config) for mv in fresh))
+            failed = [mv for mv in fresh if mv.state is ModelState.FAILED]
+            serving = old is not None and any(mv.state is ModelState.READY for mv in old.versions.values())
+            if (failed or new.error) and serving:
+                await asyncio.gather(*(self._retire(mv) for mv in fresh if mv.state is ModelState.READY))
+                raise ModelLoadFailed(_load_failure(name, new, failed) + "; the versions already serving stay")
+            new.versions = dict(sorted({**keep, **{mv.version: mv for mv in fresh}}.items()))
+            self._models[name] = new
+            if old is not None:
+                kept = set(map(id, keep.values()))
+                await asyncio.gather(*(self._retire(mv) for mv in old.versions.values() if id(mv) not in kept))
+            if failed or new.error or not new.versions:
+                raise ModelLoadFailed(_load_failure(name, new, failed))
+
+    @staticmethod
+    def _plan_reload(
+        old: Model | None, new: Model, source: ModelSource, selected: list[int]
+    ) -> tuple[dict[int, ModelVersion], list[ModelVersion]]:
+        """Which serving versions stay as they are, and which versions must load afresh."""
+        keep: dict[int, ModelVersion] = {}
+        fresh = []
+        for version in selected:
+            current = old.versions.get(version) if old is not None else None
+            if (
+                current is not None
+                and old is not None
+                and current.state is ModelState.READY
+                and current.path == source.versions[version]
+                and old.config == new.config
+            ):
+                keep[version] = current
+            else:
+                fresh.append(ModelVersion(source.name, version, source.versions[version]))
+        return keep, fresh
+
+    async def unload_model(self, name: str, timeout: float | None = 30.0) -> None:
+        """Unload every version of a model, letting in-flight requests finish (``timeout`` s each).
+
+        The versions stay listed as UNLOADED until the next load. Raises ModelNotFound for a name
+        that is neither loaded nor in the repository; unloading an unloaded model does nothing.
+        """
+        if name not in self._models:
+            if scan_one(self.repository, name) is None:
+                raise ModelNotFound(f"model {name!r} is not in the repository")
+            return
+        async with self._locks.setdefault(name, asyncio.Lock()):
+            model = self._models[name]
+            await asyncio.gather(*(self._retire(mv, timeout) for mv in model.versions.values()))
+
     async def unload(self, name: str, version: int, timeout: float | None = None) -> None:
         """Refuse new requests to the version, wait for in-flight ones (up to ``timeout`` s), unload."""
         mv = self.model(name).versions.get(version)
         if mv is None:
             raise VersionNotFound(f"model {name!r} has no version {version}")
+        await self._retire(mv, timeout)
+
+    async def shutdown(self, timeout: float = 30.0) -> None:
+        """Unload every version, letting in-flight requests finish (up to ``timeout`` s each)."""
+        await asyncio.gather(
+            *(self._retire(mv, timeout) for m in list(self._models.values()) for mv in m.versions.values())
+        )
+
+    async def _retire(self, mv: ModelVersion, timeout: float | None = 30.0) -> None:
+        if mv.state in (ModelState.UNLOADING, ModelState.UNLOADED):
+            return
+        if mv.state is not ModelState.READY:  # FAILED or LOADING: nothing runs on it
+            mv.state, mv.reason = ModelState.UNLOADED, "unloaded"
+            return
         mv.state = ModelState.UNLOADING  # acquire() refuses it from now on; pinned handles still run
         if mv.inflight:
             mv.drained.clear()
@@ -207,15 +355,8 @@ class ModelManager:
         runtime, mv.runtime = mv.runtime, None
         if runtime is not None:
             await self._pool.run(runtime.unload)
-        mv.state = ModelState.UNLOADED
-        del self._models[name].versions[version]
+        mv.state, mv.reason = ModelState.UNLOADED, "unloaded"
         log.info("unloaded model %s", mv.label)
-
-    async def shutdown(self, timeout: float = 30.0) -> None:
-        """Unload every version, letting in-flight requests finish (up to ``timeout`` s each)."""
-        await asyncio.gather(
-            *(self.unload(m.name, v, timeout) for m in list(self._models.values()) for v in list(m.versions))
-        )
 
     def _declare(self, source: ModelSource) -> tuple[Model, list[int]]:
         try:
@@ -253,6 +394,15 @@ class ModelManager:
     def _fail(mv: ModelVersion, reason: str) -> None:
         mv.state, mv.reason = ModelState.FAILED, reason
         log.error("model %s FAILED: %s", mv.label, reason)
+
+
+def _load_failure(name: str, model: Model, failed: list[ModelVersion]) -> str:
+    if model.error:
+        return f"model {name!r} failed to load: {model.error}"
+    if not failed:
+        return f"model {name!r} failed to load: its version policy selects no version"
+    reasons = "; ".join(f"version {mv.version}: {mv.reason}" for mv in failed)
+    return f"model {name!r} failed to load: {reasons}"
 
 
 def _load_blocking(mv: ModelVersion, config: ModelConfig) -> tuple[Runtime, ModelMetadata, Plan]:

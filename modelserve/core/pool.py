@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar, TypeVarTuple, Unpack
 
 T = TypeVar("T")
@@ -26,6 +26,10 @@ class Pool:
     async def run(self, fn: Callable[[Unpack[Ts]], T], *args: *Ts) -> T:
         """Run ``fn(*args)`` in a pool thread and await its result; exceptions propagate unchanged."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def submit(self, fn: Callable[[Unpack[Ts]], T], *args: *Ts) -> Future[T]:
+        """Queue ``fn(*args)``; the caller may still cancel the future while it waits for a thread."""
+        return self._executor.submit(fn, *args)
 
     def shutdown(self) -> None:
         """Stop taking work; blocks until running calls finish."""

@@ -58,3 +58,13 @@ def _versions(model_dir: Path) -> dict[int, Path]:
         else:
             log.warning("skipping %s: version directories are positive integers without leading zeros", path)
     return dict(sorted(versions.items()))
+
+
+def scan_one(repository: Path, name: str) -> ModelSource | None:
+    """The model directory ``repository/name``, None if there is none. ``name`` must be checked first."""
+    if not MODEL_NAME.fullmatch(name):
+        return None
+    path = repository / name
+    if not path.is_dir():
+        return None
+    return ModelSource(name=name, path=path, versions=_versions(path))

@@ -1,7 +1,8 @@
-"""Starts and stops one modelserve process: sockets, the HTTP server, the initial repository load.
+"""Starts and stops one modelserve process: sockets, the HTTP and gRPC servers, the initial load.
 
-The HTTP socket is bound before anything else so that port 0 resolves to a real port that can be
+Both sockets are bound before anything loads, so that port 0 resolves to a real port that can be
 logged and read back; liveness answers at once, readiness once the repository load has settled.
+Both servers run on one event loop and share one model manager.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import socket
 from collections.abc import Awaitable
 from types import FrameType
 
+import grpc
 import uvicorn
 
 from modelserve.config.server import ServerConfig
@@ -25,11 +27,21 @@ log = logging.getLogger(__name__)
 
 
 class Server:
-    def __init__(self, config: ServerConfig, manager: ModelManager, pool: Pool, http_app: HttpApp) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        manager: ModelManager,
+        pool: Pool,
+        http_app: HttpApp,
+        grpc_handler: grpc.GenericRpcHandler,
+    ) -> None:
         self.config = config
         self.manager = manager
         self._pool = pool
         self._app = http_app
+        self._grpc_handler = grpc_handler
+        self._grpc: grpc.aio.Server | None = None
+        self.grpc_port = 0
         self._uvicorn: uvicorn.Server | None = None
         self._serving: asyncio.Task[None] | None = None
         self._loading: asyncio.Task[None] | None = None
@@ -37,13 +49,22 @@ class Server:
 
     @property
     def http_url(self) -> str:
-        host = self.config.host
-        return f"http://{f'[{host}]' if ':' in host else host}:{self.http_port}"
+        return f"http://{_host(self.config.host)}:{self.http_port}"
+
+    @property
+    def grpc_target(self) -> str:
+        """``host:port`` of the gRPC server, as gRPC clients take it."""
+        return f"{_host(self.config.host)}:{self.grpc_port}"
 
     async def start(self) -> None:
-        """Bind, start serving HTTP, and start loading the repository in the background."""
-        sources = self.manager.discover(self.config.repository)  # a missing one fails before binding
+        """Bind, start serving HTTP and gRPC, and start loading the repository in the background."""
+        sources = self.manager.discover()  # a missing repository fails before binding
         sock = _bind(self.config.host, self.config.http_port)
+        try:
+            await self._start_grpc()
+        except BaseException:
+            sock.close()
+            raise
         self.http_port = sock.getsockname()[1]
         config = uvicorn.Config(
             self._app,
@@ -59,7 +80,28 @@ class Server:
         self._uvicorn = uvicorn.Server(config)
         self._serving = asyncio.create_task(self._uvicorn.serve(sockets=[sock]))
         log.info("HTTP server listening on %s (REST: v2 and TF Serving v1)", self.http_url)
+        log.info("gRPC server listening on %s (inference.GRPCInferenceService)", self.grpc_target)
         self._loading = asyncio.create_task(self._load(self.manager.load_repository(sources)))
+
+    async def _start_grpc(self) -> None:
+        limit = self.config.max_request_bytes
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", limit),  # larger: RESOURCE_EXHAUSTED
+                ("grpc.max_send_message_length", limit),
+                ("grpc.so_reuseport", 0),  # a second server on a taken port must fail, not share it
+            ]
+        )
+        server.add_generic_rpc_handlers([self._grpc_handler])
+        address = f"{_host(self.config.host)}:{self.config.grpc_port}"
+        try:
+            self.grpc_port = server.add_insecure_port(address)
+        except RuntimeError as exc:  # grpcio raises instead of returning 0 since 1.5x
+            raise OSError(f"cannot bind gRPC server to {address}: {exc}") from None
+        if not self.grpc_port:
+            raise OSError(f"cannot bind gRPC server to {address}")
+        await server.start()
+        self._grpc = server
 
     async def _load(self, loading: Awaitable[None]) -> None:
         await loading
@@ -83,8 +125,10 @@ class Server:
         """Stop accepting, finish in-flight requests, unload every model."""
         if self._uvicorn is not None:
             self._uvicorn.should_exit = True
+        stopping: list[Awaitable[None]] = [self._grpc.stop(grace=30)] if self._grpc is not None else []
         if self._serving is not None:
-            await self._serving
+            stopping.append(self._serving)
+        await asyncio.gather(*stopping)
         if self._loading is not None:
             await self._loading
         await self.manager.shutdown()
@@ -106,6 +150,10 @@ class Server:
         await self.start()
         await self.wait_closed()
         await self.stop()
+
+
+def _host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 def _bind(host: str, port: int) -> socket.socket:

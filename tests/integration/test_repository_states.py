@@ -81,7 +81,7 @@ def test_unload_lets_a_pinned_request_finish_and_then_refuses_new_ones(repo: Pat
 
     from modelserve.types import InferInput, InferRequest, ModelState
 
-    async def scenario(manager) -> tuple[ModelState, bool, list[int], bool]:
+    async def scenario(manager) -> tuple[ModelState, bool, list[int], ModelState]:
         handle = manager.acquire("iris", 1)  # pinned, as a request in flight holds it
         unloading = asyncio.create_task(manager.unload("iris", 1))
         await asyncio.sleep(0.05)
@@ -91,11 +91,11 @@ def test_unload_lets_a_pinned_request_finish_and_then_refuses_new_ones(repo: Pat
         waited = not unloading.done()
         handle.release()
         await unloading
-        return state, waited, label, 1 in manager.model("iris").versions
+        return state, waited, label, manager.model("iris").versions[1].state
 
     with testing.run(repo) as srv, httpx.Client(base_url=srv.http_url) as c:
-        state, waited, label, still_there = srv.call(scenario(srv.server.manager))
-        assert state is ModelState.UNLOADING and waited and label == [0] and not still_there
+        state, waited, label, final = srv.call(scenario(srv.server.manager))
+        assert state is ModelState.UNLOADING and waited and label == [0] and final is ModelState.UNLOADED
         response = c.post("/v2/models/iris/infer", json=IRIS_REQUEST)
-        assert response.status_code == 503 and "no version to serve" in response.json()["error"]
+        assert response.status_code == 503 and "version 1 is UNLOADED" in response.json()["error"]
         assert c.post("/v2/models/iris-skops/infer", json=IRIS_REQUEST).status_code == 200

@@ -6,7 +6,7 @@ would cost more than the inference of a small model.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -16,6 +16,7 @@ from modelserve.errors import InvalidInput, Unsupported
 from modelserve.protocol.json_tensor import check_datatype, check_shape, to_array
 from modelserve.protocol.v2 import binary
 from modelserve.types import (
+    IndexEntry,
     InferInput,
     InferOutput,
     InferRequest,
@@ -216,3 +217,40 @@ def _specs(specs: Sequence[TensorSpec]) -> list[dict[str, Any]]:
 
 def encode_error(message: str) -> bytes:
     return dumps({"error": message})
+
+
+def decode_index_request(body: bytes) -> bool:
+    """The ``ready`` flag of a repository index request (an empty body means false)."""
+    if not body.strip():
+        return False
+    doc = loads(body)
+    if not isinstance(doc, dict):
+        raise InvalidInput(f"repository index request must be a JSON object, got {type(doc).__name__}")
+    ready = doc.get("ready", False)
+    if not isinstance(ready, bool):
+        raise InvalidInput(f"'ready' must be true or false, got {ready!r}")
+    return ready
+
+
+def decode_control_parameters(body: bytes) -> dict[str, Any]:
+    """The ``parameters`` of a load/unload request (an empty body means none)."""
+    if not body.strip():
+        return {}
+    doc = loads(body)
+    if not isinstance(doc, dict):
+        raise InvalidInput(f"load/unload request must be a JSON object, got {type(doc).__name__}")
+    return _parameters(doc, "load/unload request")
+
+
+def encode_index(entries: Iterable[IndexEntry]) -> bytes:
+    rows = []
+    for e in entries:
+        row: dict[str, Any] = {"name": e.name}
+        if e.version is not None:
+            row["version"] = str(e.version)
+        if e.state is not None:
+            row["state"] = e.state.value
+        if e.reason:
+            row["reason"] = e.reason
+        rows.append(row)
+    return dumps(rows)

@@ -15,7 +15,8 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from modelserve.errors import ErrorCode, InvalidInput, ModelServeError, RequestTooLarge
+from modelserve.errors import ErrorCode, ModelServeError, RequestTooLarge
+from modelserve.protocol import names
 from modelserve.protocol.status import http_status
 from modelserve.protocol.v2.rest import encode_error
 
@@ -131,14 +132,6 @@ class HttpApp:
         return http_status(exc.code), encode_error(exc.message), JSON
 
 
-_VERSION = re.compile(r"[1-9][0-9]{0,17}")  # ASCII digits only: str.isdigit() accepts "²"
-
-
 def parse_version(params: dict[str, str]) -> int | None:
     """The ``version`` path segment as a positive int, None when absent. Raises InvalidInput."""
-    raw = params.get("version")
-    if raw is None:
-        return None
-    if not _VERSION.fullmatch(raw):
-        raise InvalidInput(f"model version must be a positive integer, got {raw!r}")
-    return int(raw)
+    return names.parse_version(params.get("version"))

@@ -7,8 +7,8 @@ from modelserve.core.manager import ModelManager
 from modelserve.errors import ModelNotReady
 from modelserve.protocol.v2 import binary, rest
 from modelserve.server.http.app import JSON, Reply, Request, Route, parse_version
+from modelserve.server.info import EXTENSIONS, SERVER_NAME
 
-EXTENSIONS = ["binary_tensor_data", "parameters"]
 _MODEL = r"/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?"
 _OCTETS = b"application/octet-stream"
 
@@ -16,7 +16,7 @@ _OCTETS = b"application/octet-stream"
 class V2Endpoints:
     def __init__(self, manager: ModelManager) -> None:
         self._manager = manager
-        self._server_metadata = rest.dumps({"name": "modelserve", "version": __version__, "extensions": EXTENSIONS})
+        self._server_metadata = rest.dumps({"name": SERVER_NAME, "version": __version__, "extensions": EXTENSIONS})
 
     def routes(self) -> list[Route]:
         return [

@@ -1,0 +1,183 @@
+"""The Open Inference Protocol v2 gRPC service (``inference.GRPCInferenceService``).
+
+Handlers take and return raw bytes and parse with modelserve's own message classes, so that a
+malformed protobuf is INVALID_ARGUMENT with protobuf's reason (grpcio's own deserializer would
+make it INTERNAL), and so that the server does not need generated stubs (see messages.py).
+Errors map to gRPC status codes through protocol/status.py, as REST maps them to HTTP.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeAlias
+
+import grpc
+from google.protobuf.message import DecodeError
+
+from modelserve import __version__
+from modelserve.core.manager import ModelManager
+from modelserve.errors import DeadlineExceeded, ErrorCode, InvalidInput, ModelServeError
+from modelserve.protocol.names import parse_version
+from modelserve.protocol.status import grpc_status
+from modelserve.protocol.v2.grpc import codec
+from modelserve.protocol.v2.grpc import messages as pb
+from modelserve.server.control import checked_target
+from modelserve.server.info import EXTENSIONS, SERVER_NAME
+
+log = logging.getLogger(__name__)
+
+Context: TypeAlias = grpc.aio.ServicerContext[bytes, bytes]
+Unary = Callable[[Any, Context], Awaitable[Any]]
+
+
+class GrpcService:
+    def __init__(self, manager: ModelManager, control_api: bool) -> None:
+        self._manager = manager
+        self._control_api = control_api
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        unary: dict[str, Unary] = {
+            "ServerLive": self.server_live,
+            "ServerReady": self.server_ready,
+            "ModelReady": self.model_ready,
+            "ServerMetadata": self.server_metadata,
+            "ModelMetadata": self.model_metadata,
+            "ModelInfer": self.model_infer,
+            "RepositoryIndex": self.repository_index,
+            "RepositoryModelLoad": self.repository_load,
+            "RepositoryModelUnload": self.repository_unload,
+        }
+        methods: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
+            name: grpc.unary_unary_rpc_method_handler(_unary(name, fn)) for name, fn in unary.items()
+        }
+        methods["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(self.model_stream_infer)
+        return grpc.method_handlers_generic_handler(pb.SERVICE, methods)
+
+    # -- health and metadata ---------------------------------------------------------------
+
+    async def server_live(self, msg: Any, context: Context) -> Any:
+        return pb.ServerLiveResponse(live=True)
+
+    async def server_ready(self, msg: Any, context: Context) -> Any:
+        return pb.ServerReadyResponse(ready=self._manager.ready)
+
+    async def model_ready(self, msg: Any, context: Context) -> Any:
+        try:
+            self._manager.acquire(_model_name(msg.name), parse_version(msg.version)).release()
+        except ModelServeError as exc:
+            if exc.code is ErrorCode.UNAVAILABLE:
+                return pb.ModelReadyResponse(ready=False)
+            raise
+        return pb.ModelReadyResponse(ready=True)
+
+    async def server_metadata(self, msg: Any, context: Context) -> Any:
+        return pb.ServerMetadataResponse(name=SERVER_NAME, version=__version__, extensions=EXTENSIONS)
+
+    async def model_metadata(self, msg: Any, context: Context) -> Any:
+        return codec.encode_metadata(self._manager.metadata(_model_name(msg.name), parse_version(msg.version)))
+
+    # -- inference -------------------------------------------------------------------------
+
+    async def model_infer(self, msg: Any, context: Context) -> Any:
+        deadline = _deadline(context)
+        with self._manager.acquire(_model_name(msg.model_name), parse_version(msg.model_version)) as handle:
+            request = codec.decode_infer_request(msg)
+            response = await handle.infer(request, deadline)
+        return codec.encode_infer_response(response, request)
+
+    async def model_stream_infer(self, requests: AsyncIterator[bytes], context: Context) -> AsyncIterator[bytes]:
+        """One response per request, in order; a failed request yields ``error_message`` and the stream goes on."""
+        async for raw in requests:
+            msg = None
+            try:
+                msg = _parse(pb.ModelInferRequest, raw)
+                reply = pb.ModelStreamInferResponse(infer_response=await self.model_infer(msg, context))
+            except ModelServeError as exc:
+                reply = pb.ModelStreamInferResponse(error_message=_client_message(exc, "ModelStreamInfer"))
+                if msg is not None:
+                    reply.infer_response.id = msg.id
+                    reply.infer_response.model_name = msg.model_name
+            except Exception as exc:
+                reply = pb.ModelStreamInferResponse(error_message=_internal(exc, "ModelStreamInfer"))
+            yield reply.SerializeToString()
+
+    # -- model repository ------------------------------------------------------------------
+
+    async def repository_index(self, msg: Any, context: Context) -> Any:
+        self._check_repository(msg.repository_name)
+        return codec.encode_index(self._manager.index(ready_only=msg.ready))
+
+    async def repository_load(self, msg: Any, context: Context) -> Any:
+        name = self._check_control(msg)
+        await self._manager.load_model(name)
+        return pb.RepositoryModelLoadResponse()
+
+    async def repository_unload(self, msg: Any, context: Context) -> Any:
+        name = self._check_control(msg)
+        await self._manager.unload_model(name)
+        return pb.RepositoryModelUnloadResponse()
+
+    def _check_control(self, msg: Any) -> str:
+        if self._control_api:
+            self._check_repository(msg.repository_name)
+        return checked_target(self._control_api, msg.model_name, msg.parameters)
+
+    def _check_repository(self, name: str) -> None:
+        if name and name != self._manager.repository.name:
+            raise InvalidInput(
+                f"repository {name!r} is not served here; this server serves {self._manager.repository.name!r} "
+                "(or leave repository_name empty)"
+            )
+
+
+def _unary(method: str, fn: Unary) -> Callable[[bytes, Context], Awaitable[bytes]]:
+    request_type, _ = pb.method_types(method)
+
+    async def handle(raw: bytes, context: Context) -> bytes:
+        try:
+            response = await fn(_parse(request_type, raw), context)
+        except ModelServeError as exc:
+            await context.abort(grpc_status(exc.code), _client_message(exc, method))
+        except Exception as exc:
+            await context.abort(grpc.StatusCode.INTERNAL, _internal(exc, method))
+        return bytes(response.SerializeToString())
+
+    return handle
+
+
+def _parse(message_type: Any, raw: bytes) -> Any:
+    try:
+        return message_type.FromString(raw)
+    except DecodeError as exc:
+        raise InvalidInput(f"malformed {message_type.DESCRIPTOR.name} protobuf message: {exc}") from None
+
+
+def _model_name(name: str) -> str:
+    if not name:
+        raise InvalidInput("the model name is empty")
+    return name
+
+
+def _deadline(context: Context) -> float | None:
+    """The client's deadline in ``time.monotonic()`` seconds; DeadlineExceeded if already past."""
+    remaining = context.time_remaining()
+    if remaining is None:
+        return None
+    if remaining <= 0:
+        raise DeadlineExceeded("the client's deadline passed before the request could start; it was not run")
+    return time.monotonic() + remaining
+
+
+def _client_message(exc: ModelServeError, method: str) -> str:
+    if exc.code is ErrorCode.INTERNAL:
+        return _internal(exc, method)
+    return exc.message
+
+
+def _internal(exc: BaseException, method: str) -> str:
+    request_id = uuid.uuid4().hex[:16]
+    log.error("internal error in gRPC %s (request id %s)", method, request_id, exc_info=exc)
+    return f"internal error (request id {request_id})"

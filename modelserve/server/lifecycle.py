@@ -37,7 +37,7 @@ class Server:
     ) -> None:
         self.config = config
         self.manager = manager
-        self._pool = pool
+        self.pool = pool
         self._app = http_app
         self._grpc_handler = grpc_handler
         self._grpc: grpc.aio.Server | None = None
@@ -132,7 +132,7 @@ class Server:
         if self._loading is not None:
             await self._loading
         await self.manager.shutdown()
-        self._pool.shutdown()
+        self.pool.shutdown()
         log.info("stopped")
 
     async def run_until_signal(self) -> None:

@@ -41,7 +41,7 @@ def decode_tensor(name: str, datatype: str, shape: tuple[int, ...], blob: memory
     dtype = DATATYPES[datatype].newbyteorder("<")
     if count * dtype.itemsize != len(blob):
         raise InvalidInput(
-            f"input {name!r}: binary_data_size is {len(blob)} bytes but shape {list(shape)} of "
+            f"input {name!r}: its binary data is {len(blob)} bytes but shape {list(shape)} of "
             f"{datatype} needs {count * dtype.itemsize}"
         )
     return reshape(name, np.frombuffer(blob, dtype=dtype), shape)

@@ -18,6 +18,7 @@ _files = descriptor_pb2.FileDescriptorSet.FromString((Path(__file__).parent / "i
 _pool = descriptor_pool.DescriptorPool()
 for _file in _files.file:
     _pool.Add(_file)
+FILE = _pool.FindFileByName("inference.proto")  # the schema's descriptor, for conformance checks
 
 
 def _message(name: str) -> Any:

@@ -46,6 +46,8 @@ class SklearnRuntime:
 
     def predict(self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         x = inputs[INPUT]
+        if x.shape[0] == 0:  # scikit-learn refuses empty batches; answer with empty outputs of the right type
+            return {k: v[:0] for k, v in self.predict({INPUT: np.zeros((1, *x.shape[1:]), x.dtype)}, outputs).items()}
         result: dict[str, np.ndarray] = {}
         if outputs is None or LABEL in outputs:
             result[LABEL] = np.asarray(self._model.predict(x))

@@ -56,3 +56,17 @@ def test_server_equals_native_library(
     for name, value in expected.items():
         # JSON carries floats as shortest round-trip text, so equality is exact
         np.testing.assert_array_equal(served[name].astype(value.dtype), value, err_msg=name)
+
+
+@pytest.mark.parametrize(("model", "artifact", "datatype", "x", "native"), CASES, ids=[c[0] for c in CASES])
+def test_empty_batch_gives_empty_outputs(
+    client: httpx.Client, model: str, artifact: str, datatype: str, x: np.ndarray, native
+) -> None:
+    width = x.shape[1]
+    body = {"inputs": [{"name": "input", "shape": [0, width], "datatype": datatype, "data": []}]}
+    response = client.post(f"/v2/models/{model}/infer", json=body)
+    assert response.status_code == 200, response.text
+    outputs = {o["name"]: o for o in response.json()["outputs"]}
+    assert outputs["label"]["shape"][0] == 0 and outputs["label"]["data"] == []
+    if "probabilities" in outputs:
+        assert outputs["probabilities"]["shape"] == [0, 3]

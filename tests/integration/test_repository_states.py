@@ -99,3 +99,36 @@ def test_unload_lets_a_pinned_request_finish_and_then_refuses_new_ones(repo: Pat
         response = c.post("/v2/models/iris/infer", json=IRIS_REQUEST)
         assert response.status_code == 503 and "version 1 is UNLOADED" in response.json()["error"]
         assert c.post("/v2/models/iris-skops/infer", json=IRIS_REQUEST).status_code == 200
+
+
+def test_cancelled_request_keeps_its_version_pinned_until_the_computation_ends(repo: Path) -> None:
+    import asyncio
+    import contextlib
+
+    import numpy as np
+
+    from modelserve.types import InferInput, InferRequest
+
+    big = InferRequest([InferInput("input", "FP32", np.full((6_000_000, 4), 5.0, dtype=np.float32))])
+
+    async def scenario(manager) -> tuple[int, int, bool]:
+        mv = manager.model("iris").versions[1]
+        handle = manager.acquire("iris", 1)
+        task = asyncio.ensure_future(handle.infer(big))
+        await asyncio.sleep(0.05)  # the ~0.4 s computation is now running in the pool
+        task.cancel()  # the client went away
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        handle.release()
+        pinned = mv.inflight  # an unload now would still wait for the running computation
+        for _ in range(500):
+            if mv.inflight == 0:
+                break
+            await asyncio.sleep(0.01)
+        still_ready = manager.acquire("iris", 1)
+        still_ready.release()
+        return pinned, mv.inflight, still_ready.version == 1
+
+    with testing.run(repo, inference_threads=1) as srv:
+        pinned, finally_pinned, ok = srv.call(scenario(srv.server.manager))
+    assert (pinned, finally_pinned, ok) == (1, 0, True)

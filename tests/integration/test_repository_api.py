@@ -65,6 +65,9 @@ def test_unload_then_load_across_transports(control: testing.run, rest: httpx.Cl
     assert not grpc_client.is_model_ready("iris")
     index = grpc_client.get_model_repository_index(as_json=True)["models"]
     assert {"name": "iris", "version": "1", "state": "UNLOADED", "reason": "unloaded"} in index
+    assert {"name": "iris", "version": "1", "state": "UNLOADED", "reason": "unloaded"} in (
+        http_client.get_model_repository_index()
+    )
     http_client.unload_model("iris")  # unloading twice is harmless
     grpc_client.load_model("iris")
     assert http_client.is_model_ready("iris")

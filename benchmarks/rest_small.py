@@ -20,9 +20,10 @@ Run it from the repository root (needs ``wrk``, Debian package ``wrk``, and the 
                                     [--rounds 1] [--json results.json] [--repo DIR]
 
 It uses ``examples/models`` when that holds the example models, otherwise it builds them into a
-temporary directory. It starts ``modelserve serve`` itself on port 0, reads the bound port from
-its log, and stops it by PID when done. With 2 or more CPUs the server is pinned to one core and
-wrk (one thread) to another with ``taskset``. The exit status is 1 if any cell had errors.
+temporary directory. It starts ``modelserve serve`` itself on port 0 (HTTP and gRPC), reads the
+bound ports from its log, and stops it by PID when done. With 2 or more CPUs the server is pinned to
+one core and wrk (one thread) to another with ``taskset``. The exit status is 1 if any cell had
+errors. The server, CPU accounting and wrk plumbing live in ``_common.py``, shared with ``protocols.py``.
 
 Caveats:
 
@@ -42,50 +43,38 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
 import re
-import resource
 import shutil
-import signal
-import statistics
-import subprocess
 import sys
 import tempfile
-import threading
-import time
-from collections import deque
-from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+from _common import (
+    LOADGEN_CPU_LIMIT,
+    WRK_DONE_LUA,
+    Pinning,
+    add_grid_arguments,
+    check_grid_arguments,
+    measured,
+    median_rows,
+    run_wrk,
+    running_server,
+    write_json,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 MODELS = ("iris", "iris-skops")
 BASELINE = "health/live"
-WRK_CPU_LIMIT = 80.0  # % of one core above which the load generator is measuring itself (NOTES.md)
-PORT_LINE = re.compile(r"HTTP server listening on (http://\S+?:(\d+)) \(REST")
-RESULT_LINE = re.compile(r"^WRK_RESULT (\{.*\})$", re.MULTILINE)
 
 V2_BODY = '{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[5.1,3.5,1.4,0.2]}]}'
 V1_BODY = '{"instances":[[5.1,3.5,1.4,0.2]]}'
-
-LUA_TEMPLATE = """\
-wrk.method = "{method}"
-{request}
-function done(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    'WRK_RESULT {{"requests":%d,"duration_us":%d,"p50_us":%d,"p99_us":%d,'
-    .. '"status_errors":%d,"socket_errors":%d}}\\n',
-    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
-    e.status, e.connect + e.read + e.write + e.timeout))
-end
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,23 +111,7 @@ class Cell:
     wall_s: float
 
 
-@dataclass(frozen=True, slots=True)
-class Pinning:
-    """``taskset`` prefixes for the server and wrk; empty when the machine has fewer than 2 CPUs."""
-
-    server: tuple[str, ...]
-    wrk: tuple[str, ...]
-
-    @classmethod
-    def detect(cls) -> Pinning:
-        cpus = sorted(os.sched_getaffinity(0))
-        if len(cpus) < 2 or shutil.which("taskset") is None:
-            print(f"note: {len(cpus)} CPU(s) or no taskset: server and wrk are not pinned", file=sys.stderr)
-            return cls((), ())
-        return cls(("taskset", "-c", str(cpus[0])), ("taskset", "-c", str(cpus[1])))
-
-
-# --- models and server --------------------------------------------------------------------------
+# --- models -------------------------------------------------------------------------------------
 
 
 def model_repository(requested: Path | None, scratch: Path) -> Path:
@@ -155,84 +128,6 @@ def model_repository(requested: Path | None, scratch: Path) -> Path:
     print(f"building the example models into {scratch / 'models'}", file=sys.stderr)
     built: Path = module.build(scratch / "models")
     return built
-
-
-def _modelserve_command() -> str:
-    beside_python = Path(sys.executable).parent / "modelserve"
-    found = str(beside_python) if beside_python.exists() else shutil.which("modelserve")
-    if found is None:
-        sys.exit("cannot find the modelserve command; install the project with pip install -e .")
-    return found
-
-
-class ServerLog:
-    """Drains the server's stderr in a thread (so the pipe never fills) and finds the bound URL."""
-
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
-        self.tail: deque[str] = deque(maxlen=50)
-        self._url: str | None = None
-        self._found = threading.Event()
-        assert proc.stderr is not None
-        self._thread = threading.Thread(target=self._drain, args=(proc.stderr,), daemon=True)
-        self._thread.start()
-
-    def _drain(self, stream: Any) -> None:
-        for line in stream:
-            self.tail.append(line.rstrip())
-            match = PORT_LINE.search(line)
-            if match and self._url is None:
-                self._url = match.group(1)
-                self._found.set()
-        self._found.set()  # the server exited: stop waiting
-
-    def url(self, timeout_s: float) -> str | None:
-        self._found.wait(timeout_s)
-        return self._url
-
-
-@contextmanager
-def running_server(repo: Path, pinning: Pinning) -> Iterator[tuple[int, str]]:
-    """Start ``modelserve serve`` on port 0; yield (pid, base URL) once ready; SIGTERM it on exit."""
-    command = [*pinning.server, _modelserve_command(), "serve", str(repo), "--http-port", "0", "--log-level", "info"]
-    proc = subprocess.Popen(
-        command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
-    log = ServerLog(proc)
-    try:
-        url = log.url(timeout_s=60)
-        if url is None:
-            raise RuntimeError("the server did not log its port; its log ends with:\n" + "\n".join(log.tail))
-        _wait_ready(url, proc, log)
-        yield proc.pid, url  # taskset execs the server, so this PID is the server's own
-    finally:
-        _stop(proc)
-
-
-def _wait_ready(url: str, proc: subprocess.Popen[str], log: ServerLog, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    with httpx.Client(base_url=url, timeout=5) as client:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"the server exited with {proc.returncode}:\n" + "\n".join(log.tail))
-            try:
-                if client.get("/v2/health/ready").status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-    raise RuntimeError(f"the server at {url} was not ready after {timeout_s} s")
-
-
-def _stop(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        print(f"server {proc.pid} ignored SIGTERM for 30 s; killing it", file=sys.stderr)
-        proc.kill()
-        proc.wait()
 
 
 def verify(url: str) -> None:
@@ -264,27 +159,8 @@ def write_lua(scenario: Scenario, directory: Path) -> Path:
         assert "]==]" not in scenario.body, "the body would end the Lua long string"
         request = f'wrk.body = [==[{scenario.body}]==]\nwrk.headers["Content-Type"] = "application/json"'
     path = directory / f"{re.sub(r'[^a-z0-9]+', '_', scenario.name)}.lua"
-    path.write_text(LUA_TEMPLATE.format(method=scenario.method, request=request))
+    path.write_text(f'wrk.method = "{scenario.method}"\n{request}\n{WRK_DONE_LUA}')
     return path
-
-
-def _cpu_seconds(pid: int) -> float:
-    """utime + stime of every thread of ``pid``, from /proc/PID/stat."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _children_cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def run_wrk(pinning: Pinning, url: str, lua: Path, connections: int, seconds: int) -> str:
-    command = [*pinning.wrk, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(lua), url]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr or done.stdout}")
-    return done.stdout
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,14 +179,7 @@ def measure(target: Target, scenario: Scenario, connections: int, round_: int) -
     """Warm up, then run wrk for ``target.duration_s`` while tracking the server's and wrk's CPU."""
     lua, url = target.lua[scenario.name], target.url + scenario.path
     run_wrk(target.pinning, url, lua, connections, target.warmup_s)
-    server_before, wrk_before, start = _cpu_seconds(target.pid), _children_cpu_seconds(), time.monotonic()
-    out = run_wrk(target.pinning, url, lua, connections, target.duration_s)
-    wall = time.monotonic() - start
-    server_cpu, wrk_cpu = _cpu_seconds(target.pid) - server_before, _children_cpu_seconds() - wrk_before
-    match = RESULT_LINE.search(out)
-    if match is None:
-        raise RuntimeError(f"no WRK_RESULT line in wrk's output:\n{out}")
-    r = json.loads(match.group(1))
+    r, usage = measured(target.pid, lambda: run_wrk(target.pinning, url, lua, connections, target.duration_s))
     return Cell(
         scenario=scenario.name,
         connections=connections,
@@ -320,9 +189,9 @@ def measure(target: Target, scenario: Scenario, connections: int, round_: int) -
         p50_ms=r["p50_us"] / 1000,
         p99_ms=r["p99_us"] / 1000,
         errors=r["status_errors"] + r["socket_errors"],
-        server_cpu_pct=100 * server_cpu / wall,
-        wrk_cpu_pct=100 * wrk_cpu / wall,
-        wall_s=wall,
+        server_cpu_pct=usage.server_cpu_pct,
+        wrk_cpu_pct=usage.loadgen_cpu_pct,
+        wall_s=usage.wall_s,
     )
 
 
@@ -331,16 +200,8 @@ def measure(target: Target, scenario: Scenario, connections: int, round_: int) -
 
 def summarize(cells: Sequence[Cell]) -> list[dict[str, Any]]:
     """One row per (scenario, connections): medians over rounds, and req/s relative to the baseline."""
-    groups: dict[tuple[str, int], list[Cell]] = {}
-    for cell in cells:
-        groups.setdefault((cell.scenario, cell.connections), []).append(cell)
-    rows = []
-    for (scenario, connections), group in groups.items():
-        row: dict[str, Any] = {"scenario": scenario, "connections": connections, "rounds": len(group)}
-        for key in ("req_per_s", "p50_ms", "p99_ms", "server_cpu_pct", "wrk_cpu_pct"):
-            row[key] = statistics.median(getattr(c, key) for c in group)
-        row["errors"] = sum(c.errors for c in group)
-        rows.append(row)
+    values = ("req_per_s", "p50_ms", "p99_ms", "server_cpu_pct", "wrk_cpu_pct")
+    rows = median_rows(cells, ("scenario", "connections"), values)
     baseline = {r["connections"]: r["req_per_s"] for r in rows if r["scenario"] == BASELINE}
     for row in rows:
         base = baseline.get(row["connections"])
@@ -352,15 +213,15 @@ def print_table(rows: Sequence[dict[str, Any]]) -> None:
     header = f"{'scenario':<15} {'conns':>5} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6}"
     print(f"{header} {'server CPU%':>11} {'wrk CPU%':>9} {'vs live':>7}")
     for r in rows:
-        flag = "!" if r["wrk_cpu_pct"] > WRK_CPU_LIMIT else " "
+        flag = "!" if r["wrk_cpu_pct"] > LOADGEN_CPU_LIMIT else " "
         ratio = f"{r['vs_live']:.2f}" if r["vs_live"] is not None else "-"
         print(
             f"{r['scenario']:<15} {r['connections']:>5} {r['req_per_s']:>8.0f} {r['p50_ms']:>7.2f} "
             f"{r['p99_ms']:>7.2f} {r['errors']:>6} {r['server_cpu_pct']:>11.0f} {r['wrk_cpu_pct']:>8.0f}{flag} "
             f"{ratio:>7}"
         )
-    if any(r["wrk_cpu_pct"] > WRK_CPU_LIMIT for r in rows):
-        print(f"! wrk used more than {WRK_CPU_LIMIT:.0f}% of its core: that row may measure the load generator")
+    if any(r["wrk_cpu_pct"] > LOADGEN_CPU_LIMIT for r in rows):
+        print(f"! wrk used more than {LOADGEN_CPU_LIMIT:.0f}% of its core: that row may measure the load generator")
 
 
 # --- main ---------------------------------------------------------------------------------------
@@ -368,16 +229,10 @@ def print_table(rows: Sequence[dict[str, Any]]) -> None:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--duration", type=int, default=10, help="measured seconds per cell (default 10)")
-    parser.add_argument("--warmup", type=int, default=2, help="warm-up seconds before each cell (default 2)")
-    parser.add_argument("--connections", default="1,8,32", help="comma-separated concurrencies (default 1,8,32)")
-    parser.add_argument("--rounds", type=int, default=1, help="repeat the whole grid; the table shows medians")
+    add_grid_arguments(parser)
     parser.add_argument("--repo", type=Path, default=None, help="model repository (default: the example models)")
-    parser.add_argument("--json", type=Path, default=None, help="also write the results to this file")
     args = parser.parse_args(argv)
-    args.connections = [int(c) for c in args.connections.split(",") if c.strip()]
-    if args.duration < 1 or args.warmup < 1 or args.rounds < 1 or min(args.connections, default=0) < 1:
-        parser.error("--duration, --warmup and --rounds must be >= 1, and --connections a list of ints >= 1")
+    check_grid_arguments(parser, args)
     if shutil.which("wrk") is None:
         parser.error("wrk is not installed (Debian package wrk)")
     return args
@@ -401,19 +256,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     with ExitStack() as stack:
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rest_small-")))
         repo = model_repository(args.repo, scratch)
-        pid, url = stack.enter_context(running_server(repo, pinning))
-        verify(url)
+        server = stack.enter_context(running_server(repo, pinning))
+        verify(server.http_url)
         lua = {s.name: write_lua(s, scratch) for s in SCENARIOS}
-        target = Target(pid, url, pinning, lua, args.duration, args.warmup)
+        target = Target(server.pid, server.http_url, pinning, lua, args.duration, args.warmup)
         cells = run_grid(target, args.connections, args.rounds)
     rows = summarize(cells)
     print_table(rows)
     if args.json is not None:
         config = {k: v for k, v in vars(args).items() if k not in ("json", "repo")}
         config |= {"repo": str(repo), "pinning": asdict(pinning), "cpus": len(os.sched_getaffinity(0))}
-        args.json.write_text(
-            json.dumps({"config": config, "rows": rows, "cells": [asdict(c) for c in cells]}, indent=2)
-        )
+        write_json(args.json, config, rows, cells)
     return 1 if any(r["errors"] for r in rows) else 0
 
 

@@ -83,6 +83,8 @@ class Plan:
                 raise InvalidInput(
                     f"model {self.model_id} has no output {out.name!r}; its outputs are {list(self._outputs)}"
                 )
+            if plan.native_name in names:
+                raise InvalidInput(f"output {out.name!r} of model {self.model_id} is requested more than once")
             names.append(plan.native_name)
         return names
 

@@ -118,13 +118,7 @@ def _cast(name: str, datatype: str, dtype: np.dtype[Any], array: np.ndarray) -> 
     if dtype.kind in "iu":
         if kind not in "iu":
             raise _wrong(name, datatype, kind, "integers")
-        info = np.iinfo(dtype)
-        low, high = array.min(), array.max()
-        if low < info.min or high > info.max:
-            bad = low if low < info.min else high
-            raise InvalidInput(
-                f"input {name!r}: value {int(bad)} is out of range for {datatype} [{info.min}, {info.max}]"
-            )
+        check_int_range(name, datatype, dtype, array)
         return array.astype(dtype, copy=False)
     if kind not in "iuf":
         raise _wrong(name, datatype, kind, "numbers")
@@ -136,6 +130,17 @@ def _cast(name: str, datatype: str, dtype: np.dtype[Any], array: np.ndarray) -> 
         if peak > limit and math.isfinite(peak):
             raise InvalidInput(f"input {name!r}: value {peak} is out of range for {datatype} (max {limit})")
     return array.astype(dtype, copy=False)
+
+
+def check_int_range(name: str, datatype: str, dtype: np.dtype[Any], array: np.ndarray) -> None:
+    """Reject integers that ``dtype`` cannot hold, naming the first offending value."""
+    if not array.size:
+        return
+    info = np.iinfo(dtype)
+    low, high = array.min(), array.max()
+    if low < info.min or high > info.max:
+        bad = low if low < info.min else high
+        raise InvalidInput(f"input {name!r}: value {int(bad)} is out of range for {datatype} [{info.min}, {info.max}]")
 
 
 def _to_bytes(name: str, array: np.ndarray) -> np.ndarray:

@@ -44,6 +44,8 @@ def decode_tensor(name: str, datatype: str, shape: tuple[int, ...], blob: memory
             f"input {name!r}: its binary data is {len(blob)} bytes but shape {list(shape)} of "
             f"{datatype} needs {count * dtype.itemsize}"
         )
+    if datatype == "BOOL" and count and (peak := int(np.frombuffer(blob, dtype=np.uint8).max())) > 1:
+        raise InvalidInput(f"input {name!r}: BOOL binary data must hold bytes 0 or 1, found {peak}")
     return reshape(name, np.frombuffer(blob, dtype=dtype), shape)
 
 

@@ -106,6 +106,10 @@ def _decode_input(index: int, item: object, blobs: _Blobs) -> InferInput:
     check_datatype(name, datatype)
     shape = check_shape(name, item["shape"])
     if is_binary:
+        if "data" in item:
+            raise InvalidInput(
+                f"input {name!r} has both 'data' and the parameter binary_data_size; send its values in one of them"
+            )
         blob = blobs.take(name, parameters["binary_data_size"])
         return InferInput(name, datatype, binary.decode_tensor(name, datatype, shape, blob), parameters)
     data = item["data"]

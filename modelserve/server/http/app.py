@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from modelserve.errors import ErrorCode, ModelServeError, RequestTooLarge
+from modelserve.errors import ErrorCode, InvalidInput, ModelServeError, RequestTooLarge
 from modelserve.protocol import names
 from modelserve.protocol.status import http_status
 from modelserve.protocol.v2.rest import encode_error
@@ -42,12 +42,17 @@ class Request:
         self.body = body
 
     def header(self, name: str) -> str | None:
-        """The first value of header ``name`` (lower case), or None."""
+        """The value of header ``name`` (lower case), or None.
+
+        A header sent twice with different values is ambiguous (which did the client mean?), so
+        it is a 400 rather than first-one-wins."""
         key = name.encode("latin-1")
-        for k, v in self.scope["headers"]:
-            if k == key:
-                return str(v.decode("latin-1"))
-        return None
+        values = {v for k, v in self.scope["headers"] if k == key}
+        if len(values) > 1:
+            shown = ", ".join(sorted(repr(v.decode("latin-1")) for v in values))
+            title = "-".join(part.capitalize() for part in name.split("-"))
+            raise InvalidInput(f"header {title} is sent {len(values)} times with different values: {shown}")
+        return values.pop().decode("latin-1") if values else None
 
 
 Handler = Callable[[Request], Awaitable[Reply]]

@@ -133,8 +133,8 @@ def test_bad_requests_name_the_problem(mutate, message: str) -> None:
     [
         ("FP32", "int_contents", [1] * 6, "carries data in contents.int_contents; expected fp32_contents"),
         ("FP32", "fp32_contents", [1.0] * 5, "holds 5 values but shape \\[2, 3\\] needs 6"),
-        ("INT8", "int_contents", [0, 0, 0, 0, 0, 128], "must fit INT8 \\[-128, 127\\]"),
-        ("UINT16", "uint_contents", [0, 0, 0, 0, 0, 65536], "must fit UINT16"),
+        ("INT8", "int_contents", [0, 0, 0, 0, 0, 128], "value 128 is out of range for INT8 \\[-128, 127\\]"),
+        ("UINT16", "uint_contents", [0, 0, 0, 0, 0, 65536], "value 65536 is out of range for UINT16"),
         ("FP16", "fp32_contents", [1.0] * 6, "FP16 has no typed contents field; send it in raw_input_contents"),
     ],
 )
@@ -155,3 +155,9 @@ def test_metadata_and_index() -> None:
         ("m", "1", "READY", ""),
         ("n", "", "", "bad config"),
     ]
+
+
+def test_raw_bool_bytes_other_than_0_and_1_are_rejected() -> None:
+    with pytest.raises(InvalidInput, match="'flags': BOOL binary data must hold bytes 0 or 1, found 2"):
+        binary.decode_tensor("flags", "BOOL", (3,), memoryview(b"\x01\x02\x00"))
+    assert binary.decode_tensor("flags", "BOOL", (3,), memoryview(b"\x01\x00\x01")).tolist() == [True, False, True]

@@ -16,7 +16,7 @@ import numpy as np
 import orjson
 
 from modelserve.errors import InvalidInput
-from modelserve.protocol.json_tensor import check_datatype, check_shape, reshape
+from modelserve.protocol.json_tensor import check_datatype, check_int_range, check_shape, reshape
 from modelserve.protocol.v2 import binary
 from modelserve.protocol.v2.grpc import messages as pb
 from modelserve.types import (
@@ -109,9 +109,7 @@ def _typed(name: str, datatype: str, shape: tuple[int, ...], contents: Any, carr
     dtype = np.dtype(check_datatype(name, datatype))
     if datatype in _NARROW:
         wide = np.array(values, dtype=np.int64)
-        info = np.iinfo(dtype)
-        if wide.size and (wide.min() < info.min or wide.max() > info.max):
-            raise InvalidInput(f"input {name!r}: values must fit {datatype} [{info.min}, {info.max}]")
+        check_int_range(name, datatype, dtype, wide)
         return reshape(name, wide.astype(dtype), shape)
     return reshape(name, np.array(values, dtype=dtype), shape)
 

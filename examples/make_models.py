@@ -5,17 +5,23 @@ Models are trained on data sets bundled with scikit-learn (nothing is downloaded
 - ``iris``: logistic regression on iris, as ONNX (skl2onnx), with a config.yaml that names its
   outputs ``label`` and ``probabilities``;
 - ``iris-skops``: the same estimator as a scikit-learn ``.skops`` file;
-- ``diabetes``: a ridge regression on the diabetes data set, as ``.skops``.
+- ``diabetes``: a ridge regression on the diabetes data set, as ``.skops``;
+- one or more models per other format, each built by a module in ``examples/formats/`` with the
+  format's own library (XGBoost, LightGBM, PMML, PFA, TensorFlow, TorchScript, Python code). A
+  format whose library is not installed is skipped, and the script says so.
 
 Needs the ``examples`` extra: ``pip install -e '.[examples]'``.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
+from types import ModuleType
 
 DEFAULT_OUT = Path(__file__).parent / "models"
+FORMATS = Path(__file__).parent / "formats"
 
 IRIS_CONFIG = """\
 # The ONNX graph names its outputs output_label / output_probability; publish friendlier names.
@@ -55,7 +61,25 @@ def build(out: Path = DEFAULT_OUT) -> Path:
     regressor = Ridge(alpha=0.1).fit(diabetes.data, diabetes.target)
     (out / "diabetes" / "1").mkdir(parents=True, exist_ok=True)
     sio.dump(regressor, out / "diabetes" / "1" / "model.skops")
+    for module in format_modules():
+        missing = [name for name in module.REQUIRES if importlib.util.find_spec(name) is None]
+        if missing:
+            print(f"skipped {module.__name__}: {', '.join(missing)} not installed", file=sys.stderr)
+            continue
+        module.build(out)
     return out
+
+
+def format_modules() -> list[ModuleType]:
+    """The modules of ``examples/formats``: each has ``REQUIRES`` (importable names) and ``build(out)``."""
+    modules = []
+    for path in sorted(FORMATS.glob("*.py")):
+        spec = importlib.util.spec_from_file_location(f"formats.{path.stem}", path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        modules.append(module)
+    return modules
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -64,5 +88,7 @@ def _write(path: Path, data: bytes) -> None:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) > 2 or (len(sys.argv) == 2 and sys.argv[1].startswith("-")):
+        sys.exit("usage: python examples/make_models.py [OUT_DIR]   (default: examples/models)")
     target = build(Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_OUT)
     print(f"example models written to {target}")

@@ -15,7 +15,7 @@ from modelserve.server.lifecycle import Server
 
 def build_server(config: ServerConfig) -> Server:
     pool = Pool(config.inference_threads)
-    manager = ModelManager(pool, config.repository)
+    manager = ModelManager(pool, config.repository, trust_code=config.trust_code)
     routes = (
         V2Endpoints(manager).routes()
         + RepositoryEndpoints(manager, config.control_api).routes()

@@ -32,6 +32,12 @@ def main() -> None:
     default=None,
     help="Allow loading and unloading models through the repository API (admin). [default: off]",
 )
+@click.option(
+    "--trust-code",
+    is_flag=True,
+    default=None,
+    help="Load models given as Python code (model.py); their code runs with the server's rights. [default: off]",
+)
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default=None)
 def serve(
     repository: Path,
@@ -39,6 +45,7 @@ def serve(
     http_port: int | None,
     grpc_port: int | None,
     control_api: str | None,
+    trust_code: bool | None,
     log_level: str | None,
 ) -> None:
     """Serve every model under REPOSITORY (REPOSITORY/<model>/<version>/<artifact>)."""
@@ -47,6 +54,7 @@ def serve(
         "http_port": http_port,
         "grpc_port": grpc_port,
         "control_api": None if control_api is None else control_api == "on",
+        "trust_code": trust_code,
         "log_level": log_level,
     }
     try:

@@ -19,6 +19,7 @@ class ServerConfig:
     grpc_port: int = 8081  # 0 binds an ephemeral port; the bound port is logged
     max_request_bytes: int = 64 * 1024 * 1024  # larger REST bodies get 413, larger gRPC messages RESOURCE_EXHAUSTED
     control_api: bool = False  # the repository load/unload endpoints (admin operations)
+    trust_code: bool = False  # load models given as Python code (model.py), which run with the server's rights
     inference_threads: int = 0  # threads running runtimes; 0 = CPUs this process may use
     log_level: str = "info"
 

@@ -171,9 +171,10 @@ def _predict(
 
 
 class ModelManager:
-    def __init__(self, pool: Pool, repository: Path) -> None:
+    def __init__(self, pool: Pool, repository: Path, trust_code: bool = False) -> None:
         self._pool = pool
         self.repository = repository
+        self._trust_code = trust_code  # load model-as-code (model.py), which runs arbitrary Python
         self._models: dict[str, Model] = {}
         self._locks: dict[str, asyncio.Lock] = {}  # one load/unload at a time per model name
         self.ready = False  # True once the first repository load has settled
@@ -378,7 +379,7 @@ class ModelManager:
     async def _load(self, mv: ModelVersion, config: ModelConfig) -> None:
         started = time.perf_counter()
         try:
-            runtime, metadata, plan = await self._pool.run(_load_blocking, mv, config)
+            runtime, metadata, plan = await self._pool.run(_load_blocking, mv, config, self._trust_code)
         except LoadError as exc:
             self._fail(mv, exc.message)
             return
@@ -405,10 +406,15 @@ def _load_failure(name: str, model: Model, failed: list[ModelVersion]) -> str:
     return f"model {name!r} failed to load: {reasons}"
 
 
-def _load_blocking(mv: ModelVersion, config: ModelConfig) -> tuple[Runtime, ModelMetadata, Plan]:
-    factory, artifact = resolve(mv.path, config)
-    runtime = factory()
-    native = runtime.load(artifact, config)
+def _load_blocking(mv: ModelVersion, config: ModelConfig, trust_code: bool) -> tuple[Runtime, ModelMetadata, Plan]:
+    resolved = resolve(mv.path, config)
+    if resolved.entry.runs_code and not trust_code:
+        raise LoadError(
+            f"{resolved.artifact.name} is Python code, which runs with the server's rights; it is loaded only "
+            "when the server is started with --trust-code (or MODELSERVE_TRUST_CODE=on)"
+        )
+    runtime = resolved.runtime()
+    native = runtime.load(resolved.artifact, config)
     adapter = adapt(native, config.signature)
     metadata = ModelMetadata(mv.model, (mv.version,), runtime.platform, adapter.public, config.metadata)
     return runtime, metadata, Plan(f"{mv.label}", adapter)

@@ -41,7 +41,7 @@ class OnnxRuntime:
     platform = "onnxruntime_onnx"
 
     def __init__(self) -> None:
-        self._session: Any = None
+        self.model: Any = None
         self._string_inputs: frozenset[str] = frozenset()
         self._zipmaps: frozenset[str] = frozenset()
 
@@ -56,30 +56,28 @@ class OnnxRuntime:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
-            self._session = ort.InferenceSession(
-                str(artifact), sess_options=options, providers=["CPUExecutionProvider"]
-            )
+            self.model = ort.InferenceSession(str(artifact), sess_options=options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types for bad graphs
             raise LoadError(f"{artifact.name}: onnxruntime cannot load it: {exc}") from None
-        inputs = tuple(_spec(a, "input") for a in self._session.get_inputs())
-        outputs = tuple(_spec(a, "output") for a in self._session.get_outputs())
+        inputs = tuple(_spec(a, "input") for a in self.model.get_inputs())
+        outputs = tuple(_spec(a, "output") for a in self.model.get_outputs())
         self._string_inputs = frozenset(t.name for t in inputs if t.datatype == "BYTES")
-        self._zipmaps = frozenset(a.name for a in self._session.get_outputs() if a.type.startswith(_ZIPMAP_PREFIX))
+        self._zipmaps = frozenset(a.name for a in self.model.get_outputs() if a.type.startswith(_ZIPMAP_PREFIX))
         return Signature(inputs=inputs, outputs=outputs)
 
     def predict(self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         feeds = {
             name: (_to_str(name, array) if name in self._string_inputs else array) for name, array in inputs.items()
         }
-        names = list(outputs) if outputs is not None else [o.name for o in self._session.get_outputs()]
-        results = self._session.run(names, feeds)
+        names = list(outputs) if outputs is not None else [o.name for o in self.model.get_outputs()]
+        results = self.model.run(names, feeds)
         return {
             name: (_zipmap_to_tensor(value) if name in self._zipmaps else value)
             for name, value in zip(names, results, strict=True)
         }
 
     def unload(self) -> None:
-        self._session = None
+        self.model = None
 
 
 def _spec(arg: Any, kind: str) -> TensorSpec:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -16,27 +17,60 @@ from modelserve.runtimes.base import Runtime
 class RuntimeEntry:
     name: str
     factory: str  # "module:Class", imported only when a model needs it
-    suffixes: tuple[str, ...]  # artifact file suffixes this runtime claims
+    patterns: tuple[str, ...]  # file names this runtime claims (fnmatch patterns, matched case-sensitively)
+    runs_code: bool = False  # loading executes the user's Python code: needs the server's trust_code
+    # the artifact stands for the whole directory (a SavedModel, a model.py that reads its own
+    # files): when present it is the artifact, whatever other files lie beside it
+    owns_directory: bool = False
 
 
 RUNTIMES: Mapping[str, RuntimeEntry] = {
     e.name: e
     for e in (
-        RuntimeEntry("onnx", "modelserve.runtimes.onnx:OnnxRuntime", (".onnx",)),
-        RuntimeEntry("sklearn", "modelserve.runtimes.sklearn:SklearnRuntime", (".skops", ".joblib", ".pkl", ".pickle")),
+        RuntimeEntry("onnx", "modelserve.runtimes.onnx:OnnxRuntime", ("*.onnx",)),
+        RuntimeEntry(
+            "sklearn", "modelserve.runtimes.sklearn:SklearnRuntime", ("*.skops", "*.joblib", "*.pkl", "*.pickle")
+        ),
+        RuntimeEntry("xgboost", "modelserve.runtimes.xgboost:XGBoostRuntime", ("*.ubj", "model.json")),
+        RuntimeEntry("lightgbm", "modelserve.runtimes.lightgbm:LightGBMRuntime", ("model.txt",)),
+        RuntimeEntry("pmml", "modelserve.runtimes.pmml:PmmlRuntime", ("*.pmml",)),
+        RuntimeEntry("pfa", "modelserve.runtimes.pfa:PfaRuntime", ("*.pfa", "*.pfa.json")),
+        RuntimeEntry(
+            "tensorflow", "modelserve.runtimes.tensorflow:TensorFlowRuntime", ("saved_model.pb",), owns_directory=True
+        ),
+        RuntimeEntry("torch", "modelserve.runtimes.torch:TorchScriptRuntime", ("*.pt",)),
+        RuntimeEntry(
+            "python", "modelserve.runtimes.python:PythonRuntime", ("model.py",), runs_code=True, owns_directory=True
+        ),
     )
 }
 
 
-def resolve(version_dir: Path, config: ModelConfig) -> tuple[Callable[[], Runtime], Path]:
-    """Runtime factory and artifact path for ``version_dir``. Raises LoadError saying what is wrong."""
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    entry: RuntimeEntry
+    artifact: Path  # the file to load (for a SavedModel, saved_model.pb inside the version directory)
+
+    def runtime(self) -> Runtime:
+        module_name, _, class_name = self.entry.factory.partition(":")
+        factory: Callable[[], Runtime] = getattr(importlib.import_module(module_name), class_name)
+        return factory()
+
+
+def resolve(version_dir: Path, config: ModelConfig) -> Resolved:
+    """The runtime and artifact for ``version_dir``. Raises LoadError saying what is wrong."""
     if config.runtime is not None and config.runtime not in RUNTIMES:
         raise LoadError(f"config.yaml: runtime {config.runtime!r} is not one of {sorted(RUNTIMES)}")
     artifact = _artifact(version_dir, config)
-    entry = RUNTIMES[config.runtime] if config.runtime else _by_suffix(artifact)
-    module_name, _, class_name = entry.factory.partition(":")
-    factory: Callable[[], Runtime] = getattr(importlib.import_module(module_name), class_name)
-    return factory, artifact
+    if config.runtime is not None:
+        return Resolved(RUNTIMES[config.runtime], artifact)
+    entry = _by_name(artifact.name)
+    if entry is None:
+        raise LoadError(
+            f"config.yaml: no runtime claims the artifact {artifact.name!r} by its name; "
+            f"say which with 'runtime:' (one of {sorted(RUNTIMES)})"
+        )
+    return Resolved(entry, artifact)
 
 
 def _artifact(version_dir: Path, config: ModelConfig) -> Path:
@@ -45,17 +79,23 @@ def _artifact(version_dir: Path, config: ModelConfig) -> Path:
         if path.parent != version_dir or not path.is_file():
             raise LoadError(f"config.yaml: artifact {config.artifact!r} is not a file in {version_dir}")
         return path
-    claimed = {s for e in RUNTIMES.values() for s in e.suffixes}
-    if config.runtime is not None:
-        claimed = set(RUNTIMES[config.runtime].suffixes)
-    found = sorted(p for p in version_dir.iterdir() if p.is_file() and p.suffix in claimed)
+    entries = [RUNTIMES[config.runtime]] if config.runtime is not None else list(RUNTIMES.values())
+    patterns = sorted({p for e in entries for p in e.patterns})
+    found = sorted(p for p in version_dir.iterdir() if p.is_file() and any(_claims(e, p.name) for e in entries))
+    owners = [p for p in found if any(e.owns_directory and _claims(e, p.name) for e in entries)]
+    if len(owners) == 1:
+        return owners[0]
     if len(found) == 1:
         return found[0]
     if not found:
-        raise LoadError(f"{version_dir}: no model artifact found; expected a file ending in one of {sorted(claimed)}")
+        raise LoadError(f"{version_dir}: no model artifact found; expected a file named like one of {patterns}")
     names = [p.name for p in found]
     raise LoadError(f"{version_dir}: several artifacts {names}; name one with 'artifact:' in config.yaml")
 
 
-def _by_suffix(artifact: Path) -> RuntimeEntry:
-    return next(e for e in RUNTIMES.values() if artifact.suffix in e.suffixes)
+def _claims(entry: RuntimeEntry, name: str) -> bool:
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in entry.patterns)
+
+
+def _by_name(name: str) -> RuntimeEntry | None:
+    return next((e for e in RUNTIMES.values() if _claims(e, name)), None)

@@ -30,7 +30,7 @@ class SklearnRuntime:
     platform = "sklearn"
 
     def __init__(self) -> None:
-        self._model: Any = None
+        self.model: Any = None
         self._has_proba = False
 
     def load(self, artifact: Path, config: ModelConfig) -> Signature:
@@ -38,10 +38,10 @@ class SklearnRuntime:
             import sklearn  # noqa: F401  (the estimators unpickled below need it)
         except ImportError:
             raise missing_extra("scikit-learn", "sklearn") from None
-        self._model = _load_skops(artifact, config) if artifact.suffix == ".skops" else _load_pickle(artifact, config)
-        if not hasattr(self._model, "predict"):
-            raise LoadError(f"{artifact.name}: {type(self._model).__name__} has no predict method")
-        self._has_proba = _has_proba(self._model)
+        self.model = _load_skops(artifact, config) if artifact.suffix == ".skops" else _load_pickle(artifact, config)
+        if not hasattr(self.model, "predict"):
+            raise LoadError(f"{artifact.name}: {type(self.model).__name__} has no predict method")
+        self._has_proba = _has_proba(self.model)
         return self._signature()
 
     def predict(self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
@@ -50,22 +50,22 @@ class SklearnRuntime:
             return {k: v[:0] for k, v in self.predict({INPUT: np.zeros((1, *x.shape[1:]), x.dtype)}, outputs).items()}
         result: dict[str, np.ndarray] = {}
         if outputs is None or LABEL in outputs:
-            result[LABEL] = np.asarray(self._model.predict(x))
+            result[LABEL] = np.asarray(self.model.predict(x))
         if self._has_proba and (outputs is None or PROBABILITIES in outputs):
-            result[PROBABILITIES] = np.asarray(self._model.predict_proba(x), dtype=np.float64)
+            result[PROBABILITIES] = np.asarray(self.model.predict_proba(x), dtype=np.float64)
         return result
 
     def unload(self) -> None:
-        self._model = None
+        self.model = None
 
     def _signature(self) -> Signature:
-        n_features = int(getattr(self._model, "n_features_in_", -1))
+        n_features = int(getattr(self.model, "n_features_in_", -1))
         inputs = (TensorSpec(INPUT, "FP64", (-1, n_features), accepts=frozenset({"FP32"})),)
-        classes = getattr(self._model, "classes_", None)
+        classes = getattr(self.model, "classes_", None)
         if isinstance(classes, np.ndarray) and classes.ndim == 1:
             label = TensorSpec(LABEL, _label_datatype(classes), (-1,))
         else:
-            n_outputs = int(getattr(self._model, "n_outputs_", 1))
+            n_outputs = int(getattr(self.model, "n_outputs_", 1))
             label = TensorSpec(LABEL, "FP64", (-1,) if n_outputs == 1 else (-1, n_outputs))
         outputs = [label]
         if self._has_proba:

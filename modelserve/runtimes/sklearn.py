@@ -4,12 +4,18 @@ skops loads only types it trusts (scikit-learn, numpy, ...) plus those the model
 under ``trusted_types``; anything else refuses to load, naming the types. Pickle and joblib files
 can run arbitrary code when loaded, so they load only with ``trusted: true`` in config.yaml.
 
+Threads: scikit-learn computes with NumPy's BLAS (OpenBLAS, one thread per core by default) and
+OpenMP. Both pools are process-wide, so each load caps them at the largest ``threads`` any
+scikit-learn model has asked for (default 1) with threadpoolctl; the server's inference threads
+already run requests side by side.
+
 Signature: input ``input`` FP64 ``[-1, n_features_in_]`` (FP32 accepted too); outputs ``label``
 (``predict``) and, where the estimator has ``predict_proba``, ``probabilities``.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -38,6 +44,7 @@ class SklearnRuntime:
             import sklearn  # noqa: F401  (the estimators unpickled below need it)
         except ImportError:
             raise missing_extra("scikit-learn", "sklearn") from None
+        _cap_threads(config.threads)
         self.model = _load_skops(artifact, config) if artifact.suffix == ".skops" else _load_pickle(artifact, config)
         if not hasattr(self.model, "predict"):
             raise LoadError(f"{artifact.name}: {type(self.model).__name__} has no predict method")
@@ -72,6 +79,21 @@ class SklearnRuntime:
             n_classes = len(classes) if classes is not None else -1
             outputs.append(TensorSpec(PROBABILITIES, "FP64", (-1, n_classes)))
         return Signature(inputs=inputs, outputs=tuple(outputs))
+
+
+_threads_lock = threading.Lock()
+_threads = 0  # the cap set so far: the largest count asked for
+
+
+def _cap_threads(threads: int) -> None:
+    global _threads
+    with _threads_lock:
+        if threads <= _threads:
+            return
+        from threadpoolctl import threadpool_limits  # a scikit-learn dependency
+
+        threadpool_limits(limits=threads)
+        _threads = threads
 
 
 def _load_skops(artifact: Path, config: ModelConfig) -> Any:

@@ -117,9 +117,10 @@ class ServerLog:
 
 
 @contextmanager
-def running_server(repo: Path, pinning: Pinning) -> Iterator[Server]:
+def running_server(repo: Path, pinning: Pinning, options: Sequence[str] = ()) -> Iterator[Server]:
     """Start ``modelserve serve`` on ports 0; yield it once ready; SIGTERM it (by PID) on exit."""
     command = [*pinning.server, modelserve_command(), "serve", str(repo), "--http-port", "0", "--grpc-port", "0"]
+    command += options
     proc = subprocess.Popen(
         [*command, "--log-level", "info"],
         stdin=subprocess.DEVNULL,

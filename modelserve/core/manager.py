@@ -8,13 +8,15 @@ All state lives on the event loop thread, so counters and dicts need no locks; b
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import cast
 
 import numpy as np
 
@@ -26,6 +28,7 @@ from modelserve.core.validation import Plan
 from modelserve.errors import (
     ConfigError,
     DeadlineExceeded,
+    InvalidInput,
     LoadError,
     ModelLoadFailed,
     ModelNotFound,
@@ -35,7 +38,7 @@ from modelserve.errors import (
     VersionNotFound,
 )
 from modelserve.repository.layout import ModelSource, scan, scan_one
-from modelserve.runtimes.base import Runtime
+from modelserve.runtimes.base import DEFAULT_SIGNATURE, MultiSignatureRuntime, Runtime
 from modelserve.runtimes.registry import resolve
 from modelserve.types import (
     IndexEntry,
@@ -43,6 +46,7 @@ from modelserve.types import (
     InferResponse,
     ModelMetadata,
     ModelState,
+    Signature,
     VersionStatus,
 )
 
@@ -57,7 +61,10 @@ class ModelVersion:
     state: ModelState = ModelState.LOADING
     reason: str = ""
     runtime: Runtime | None = None
-    plan: Plan | None = None
+    plan: Plan | None = None  # the default signature's
+    # every signature by name, the default first (only a MultiSignatureRuntime has more than one)
+    plans: Mapping[str, Plan] = field(default_factory=dict)
+    signatures: Mapping[str, Signature] = field(default_factory=dict)  # their public signatures
     metadata: ModelMetadata | None = None
     inflight: int = 0
     drained: asyncio.Event = field(default_factory=asyncio.Event)
@@ -65,6 +72,16 @@ class ModelVersion:
     @property
     def label(self) -> str:
         return f"{self.model!r} version {self.version}"
+
+    def select(self, name: object) -> tuple[Plan, str | None]:
+        """The plan for the request parameter ``signature_name``, and the name to pass to predict
+        (None: the default). ``""`` means the default, as in TF Serving. Raises InvalidInput."""
+        if not isinstance(name, str):
+            raise InvalidInput(f"parameter signature_name must be a string, got {name!r}")
+        plan = self.plans.get(name) if name else self.plan
+        if plan is None:
+            raise InvalidInput(f"signature_name {name!r} not found; model {self.label} has {list(self.plans)}")
+        return plan, (None if plan is self.plan else name)
 
 
 @dataclass(eq=False, slots=True)
@@ -113,6 +130,11 @@ class Handle:
         assert self._mv.metadata is not None
         return self._mv.metadata
 
+    @property
+    def signatures(self) -> Mapping[str, Signature]:
+        """Every public signature by name, the default (``metadata.signature``) first."""
+        return self._mv.signatures
+
     async def infer(self, request: InferRequest, deadline: float | None = None) -> InferResponse:
         """Validate, run in the pool, shape the response.
 
@@ -120,13 +142,16 @@ class Handle:
         up: a request whose client has given up is not run. Raises InvalidInput, DeadlineExceeded
         or RuntimeFailure. If the caller is cancelled while the runtime computes, the version stays
         pinned until the computation ends, so an unload never pulls a runtime from under it.
+        The request parameter ``signature_name`` picks one of :attr:`signatures` (default: the first).
         """
         mv = self._mv
-        plan, runtime = mv.plan, mv.runtime
+        plan, runtime, signature = mv.plan, mv.runtime, None
+        if request.parameters and "signature_name" in request.parameters:
+            plan, signature = mv.select(request.parameters["signature_name"])
         assert plan is not None and runtime is not None
         feeds = plan.inputs(request)
         requested = plan.requested(request)
-        self._job = job = self._pool.submit(_predict, runtime, feeds, requested, deadline)
+        self._job = job = self._pool.submit(_predict, runtime, feeds, requested, deadline, signature)
         try:
             raw = await asyncio.wrap_future(job)
         except asyncio.CancelledError:
@@ -163,11 +188,18 @@ class Handle:
 
 
 def _predict(
-    runtime: Runtime, feeds: dict[str, np.ndarray], requested: list[str] | None, deadline: float | None
+    runtime: Runtime,
+    feeds: dict[str, np.ndarray],
+    requested: list[str] | None,
+    deadline: float | None,
+    signature: str | None,
 ) -> dict[str, np.ndarray]:
     if deadline is not None and time.monotonic() >= deadline:
         raise DeadlineExceeded("the client's deadline passed while the request waited for a worker; it was not run")
-    return runtime.predict(feeds, requested)
+    if signature is None:
+        return runtime.predict(feeds, requested)
+    # only a MultiSignatureRuntime has plans for other signatures (see _load_blocking)
+    return cast(MultiSignatureRuntime, runtime).predict(feeds, requested, signature=signature)
 
 
 class ModelManager:
@@ -355,7 +387,7 @@ class ModelManager:
                 log.warning("unloading %s with %d request(s) still running", mv.label, mv.inflight)
         runtime, mv.runtime = mv.runtime, None
         if runtime is not None:
-            await self._pool.run(runtime.unload)
+            await self._pool.load(_unload_blocking, runtime)
         mv.state, mv.reason = ModelState.UNLOADED, "unloaded"
         log.info("unloaded model %s", mv.label)
 
@@ -379,7 +411,7 @@ class ModelManager:
     async def _load(self, mv: ModelVersion, config: ModelConfig) -> None:
         started = time.perf_counter()
         try:
-            runtime, metadata, plan = await self._pool.run(_load_blocking, mv, config, self._trust_code)
+            runtime, metadata, plans = await self._pool.load(_load_blocking, mv, config, self._trust_code)
         except LoadError as exc:
             self._fail(mv, exc.message)
             return
@@ -387,7 +419,9 @@ class ModelManager:
             log.exception("model %s failed to load", mv.label)
             self._fail(mv, f"unexpected {type(exc).__name__} while loading: {exc}")
             return
-        mv.runtime, mv.metadata, mv.plan = runtime, metadata, plan
+        mv.runtime, mv.metadata, mv.plans = runtime, metadata, plans
+        mv.plan = next(iter(plans.values()))
+        mv.signatures = {name: plan.signature for name, plan in plans.items()}
         mv.state = ModelState.READY
         log.info("model %s READY (%s) in %.2f s", mv.label, metadata.platform, time.perf_counter() - started)
 
@@ -395,6 +429,17 @@ class ModelManager:
     def _fail(mv: ModelVersion, reason: str) -> None:
         mv.state, mv.reason = ModelState.FAILED, reason
         log.error("model %s FAILED: %s", mv.label, reason)
+
+
+def _unload_blocking(runtime: Runtime) -> None:
+    runtime.unload()
+    # The server freezes its objects after the initial load (gc.freeze) to spare the collector;
+    # a model's reference cycles (TensorFlow's function graphs, say) would then never be freed.
+    # Unfreeze, collect and refreeze: one full collection per unload, not per request.
+    if gc.get_freeze_count():
+        gc.unfreeze()
+        gc.collect()
+        gc.freeze()
 
 
 def _load_failure(name: str, model: Model, failed: list[ModelVersion]) -> str:
@@ -406,7 +451,9 @@ def _load_failure(name: str, model: Model, failed: list[ModelVersion]) -> str:
     return f"model {name!r} failed to load: {reasons}"
 
 
-def _load_blocking(mv: ModelVersion, config: ModelConfig, trust_code: bool) -> tuple[Runtime, ModelMetadata, Plan]:
+def _load_blocking(
+    mv: ModelVersion, config: ModelConfig, trust_code: bool
+) -> tuple[Runtime, ModelMetadata, dict[str, Plan]]:
     resolved = resolve(mv.path, config)
     if resolved.entry.runs_code and not trust_code:
         raise LoadError(
@@ -417,4 +464,12 @@ def _load_blocking(mv: ModelVersion, config: ModelConfig, trust_code: bool) -> t
     native = runtime.load(resolved.artifact, config)
     adapter = adapt(native, config.signature)
     metadata = ModelMetadata(mv.model, (mv.version,), runtime.platform, adapter.public, config.metadata)
-    return runtime, metadata, Plan(f"{mv.label}", adapter)
+    plan = Plan(f"{mv.label}", adapter)
+    if not isinstance(runtime, MultiSignatureRuntime):
+        return runtime, metadata, {DEFAULT_SIGNATURE: plan}
+    # config.yaml's signature overrides apply to the default signature only (the first); the
+    # others keep the model's own names and datatypes
+    default, *others = runtime.signatures().items()
+    plans = {default[0]: plan}
+    plans.update((name, Plan(f"{mv.label} signature {name!r}", adapt(s, None))) for name, s in others)
+    return runtime, metadata, plans

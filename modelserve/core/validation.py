@@ -33,12 +33,13 @@ class _OutputPlan:
 
 
 class Plan:
-    """Per-version lookup tables; ``model_id`` is used in messages ("iris version 1")."""
+    """Per-signature lookup tables; ``model_id`` is used in messages ("iris version 1")."""
 
-    __slots__ = ("_all_outputs", "_by_native", "_inputs", "_outputs", "model_id")
+    __slots__ = ("_all_outputs", "_by_native", "_inputs", "_outputs", "model_id", "signature")
 
     def __init__(self, model_id: str, adapter: Adapter) -> None:
         self.model_id = model_id
+        self.signature = adapter.public
         native_inputs = {p: adapter.input_names.get(p.name, p.name) for p in adapter.public.inputs}
         self._inputs = {
             spec.name: _InputPlan(

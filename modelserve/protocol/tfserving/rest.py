@@ -4,12 +4,16 @@ The request's JSON values carry no datatype, so decoding needs the model's signa
 converted to the datatype the signature declares. Row format (``instances``) puts the batch first:
 with one input every instance is that input's row; with several, every instance is an object
 ``{input_name: row}``. Columnar format (``inputs``) is a value (one input) or ``{name: value}``.
+
+A model may have several signatures (a TensorFlow SavedModel); they are passed in as a mapping by
+name, the default first. ``signature_name`` picks one ("" or absent: the default) and reaches the
+core as the request parameter ``signature_name``, as on the v2 API.
 """
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -58,18 +62,27 @@ def _status(s: VersionStatus) -> dict[str, Any]:
     }
 
 
-def encode_metadata(meta: ModelMetadata, version: int) -> bytes:
-    signature = {
-        "inputs": {t.name: _tensor_info(t) for t in meta.signature.inputs},
-        "outputs": {t.name: _tensor_info(t) for t in meta.signature.outputs},
-        "method_name": "tensorflow/serving/predict",
-    }
+def encode_metadata(meta: ModelMetadata, version: int, signatures: Mapping[str, Signature] | None = None) -> bytes:
+    """GetModelMetadata's JSON: a signature_def per signature (default: ``meta.signature`` only)."""
+    defs = {name: _signature_def(s) for name, s in _by_name(signatures or meta.signature).items()}
     return dumps(
         {
             "model_spec": {"name": meta.name, "signature_name": "", "version": str(version)},
-            "metadata": {"signature_def": {"signature_def": {DEFAULT_SIGNATURE: signature}}},
+            "metadata": {"signature_def": {"signature_def": defs}},
         }
     )
+
+
+def _signature_def(signature: Signature) -> dict[str, Any]:
+    return {
+        "inputs": {t.name: _tensor_info(t) for t in signature.inputs},
+        "outputs": {t.name: _tensor_info(t) for t in signature.outputs},
+        "method_name": "tensorflow/serving/predict",
+    }
+
+
+def _by_name(signatures: Signature | Mapping[str, Signature]) -> Mapping[str, Signature]:
+    return {DEFAULT_SIGNATURE: signatures} if isinstance(signatures, Signature) else signatures
 
 
 def _tensor_info(t: TensorSpec) -> dict[str, Any]:
@@ -80,19 +93,26 @@ def _tensor_info(t: TensorSpec) -> dict[str, Any]:
     }
 
 
-def decode_predict_request(body: bytes, signature: Signature) -> tuple[InferRequest, bool]:
-    """The request, and whether it used row format (``instances``), which shapes the response."""
+def decode_predict_request(body: bytes, signatures: Signature | Mapping[str, Signature]) -> tuple[InferRequest, bool]:
+    """The request, and whether it used row format (``instances``), which shapes the response.
+
+    ``signatures``: the model's one signature, or all of them by name with the default first.
+    """
     doc = loads(body)
     if not isinstance(doc, dict):
         raise InvalidInput(f"request body must be a JSON object, got {type(doc).__name__}")
-    name = doc.get("signature_name") or DEFAULT_SIGNATURE  # "" means the default, as in TF Serving
-    if name != DEFAULT_SIGNATURE:
-        raise InvalidInput(f"signature_name {name!r} not found; this model has {[DEFAULT_SIGNATURE]}")
+    by_name = _by_name(signatures)
+    default = next(iter(by_name))
+    name = doc.get("signature_name") or default  # "" means the default, as in TF Serving
+    signature = by_name.get(name) if isinstance(name, str) else None
+    if signature is None:
+        raise InvalidInput(f"signature_name {name!r} not found; this model has {list(by_name)}")
+    parameters = {} if name == default else {"signature_name": name}  # the core's default needs none
     if ("instances" in doc) == ("inputs" in doc):
         raise InvalidInput("request needs exactly one of 'instances' (row format) or 'inputs' (columnar format)")
     if "instances" in doc:
-        return InferRequest(inputs=_rows(doc["instances"], signature)), True
-    return InferRequest(inputs=_columns(doc["inputs"], signature)), False
+        return InferRequest(inputs=_rows(doc["instances"], signature), parameters=parameters), True
+    return InferRequest(inputs=_columns(doc["inputs"], signature), parameters=parameters), False
 
 
 def _rows(instances: object, signature: Signature) -> list[InferInput]:

@@ -35,11 +35,11 @@ class TfServingEndpoints:
 
     async def metadata(self, request: Request) -> Reply:
         with self._manager.acquire(request.params["model"], parse_version(request.params)) as handle:
-            return 200, tf.encode_metadata(handle.metadata, handle.version), JSON
+            return 200, tf.encode_metadata(handle.metadata, handle.version, handle.signatures), JSON
 
     async def predict(self, request: Request) -> Reply:
         with self._manager.acquire(request.params["model"], parse_version(request.params)) as handle:
-            infer_request, rows = tf.decode_predict_request(request.body, handle.metadata.signature)
+            infer_request, rows = tf.decode_predict_request(request.body, handle.signatures)
             response = await handle.infer(infer_request)
         return 200, tf.encode_predict_response(response, rows), JSON
 

@@ -369,10 +369,16 @@ class ModelManager:
     async def shutdown(self, timeout: float = 30.0) -> None:
         """Unload every version, letting in-flight requests finish (up to ``timeout`` s each)."""
         await asyncio.gather(
-            *(self._retire(mv, timeout) for m in list(self._models.values()) for mv in m.versions.values())
+            *(
+                self._retire(mv, timeout, collect=False)
+                for m in list(self._models.values())
+                for mv in m.versions.values()
+            )
         )
 
-    async def _retire(self, mv: ModelVersion, timeout: float | None = 30.0) -> None:
+    async def _retire(self, mv: ModelVersion, timeout: float | None = 30.0, collect: bool = True) -> None:
+        """Stop ``mv`` taking requests, wait for its in-flight ones, unload it. ``collect``: free
+        its reference cycles now (pointless when the process is exiting)."""
         if mv.state in (ModelState.UNLOADING, ModelState.UNLOADED):
             return
         if mv.state is not ModelState.READY:  # FAILED or LOADING: nothing runs on it
@@ -387,7 +393,7 @@ class ModelManager:
                 log.warning("unloading %s with %d request(s) still running", mv.label, mv.inflight)
         runtime, mv.runtime = mv.runtime, None
         if runtime is not None:
-            await self._pool.load(_unload_blocking, runtime)
+            await self._pool.load(_unload_blocking, runtime, collect)
         mv.state, mv.reason = ModelState.UNLOADED, "unloaded"
         log.info("unloaded model %s", mv.label)
 
@@ -431,8 +437,10 @@ class ModelManager:
         log.error("model %s FAILED: %s", mv.label, reason)
 
 
-def _unload_blocking(runtime: Runtime) -> None:
+def _unload_blocking(runtime: Runtime, collect: bool) -> None:
     runtime.unload()
+    if not collect:
+        return
     # The server freezes its objects after the initial load (gc.freeze) to spare the collector;
     # a model's reference cycles (TensorFlow's function graphs, say) would then never be freed.
     # Unfreeze, collect and refreeze: one full collection per unload, not per request.

@@ -91,7 +91,7 @@ class LightGBMRuntime:
         text, self.objective = _read_model(artifact)
         try:
             booster = lgb.Booster(model_str=text)
-        except lgb.basic.LightGBMError as exc:
+        except (lgb.basic.LightGBMError, ValueError) as exc:  # ValueError: its saved parameters are not JSON
             raise LoadError(f"{artifact.name}: LightGBM cannot load it: {exc}") from None
         if booster.num_trees() == 0:
             raise LoadError(f"{artifact.name}: the LightGBM model has no trees (is the file truncated?)")

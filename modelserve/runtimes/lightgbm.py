@@ -1,4 +1,4 @@
-"""LightGBM boosters saved as text: ``model.txt`` (``Booster.save_model``, ``LGBMModel.booster_.save_model``).
+"""LightGBM boosters saved as text: ``model.txt`` (``Booster.save_model``, ``booster_.save_model``).
 
 Signature: input ``input`` FP64 ``[-1, num_features]`` (FP32 accepted and widened losslessly).
 Unlike the other tree runtimes the input is FP64: LightGBM compares features with float64
@@ -14,6 +14,11 @@ branch than ``Booster.predict`` on the same data. Outputs are FP64, as LightGBM 
 A model trained with a custom objective function saves no objective (its outputs are raw scores of
 unknown meaning) and is refused, as is any objective not listed here. The objective is read from
 the model file's header, which is what LightGBM itself uses to transform its predictions.
+
+Corrupt files: LightGBM's loader trusts its input and can hang or crash the process on a damaged
+file, so the text is checked before LightGBM sees it (see :func:`_read_model`) and loaded with
+``Booster(model_str=...)``; LightGBM's own errors become LoadError
+(``<file>: LightGBM cannot load it: <reason>``).
 
 Threads: ``num_threads`` from ``config.threads`` is passed to every ``Booster.predict`` call (the
 booster's saved training parameters, often 0 = every core, are not used). LightGBM applies it
@@ -145,6 +150,8 @@ def _read_model(artifact: Path) -> tuple[str, str]:
     name = artifact.name
     try:
         text = artifact.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise LoadError(f"{name}: cannot read it: {exc.strerror}") from None
     except UnicodeDecodeError as exc:
         raise LoadError(f"{name}: not a LightGBM text model: not UTF-8 ({exc.reason} at byte {exc.start})") from None
     if text.partition("\n")[0].strip() != "tree":
@@ -185,13 +192,18 @@ def _check_trees(name: str, body: str, n_features: int) -> None:
     for number, block in enumerate(body.split("\nTree=")[1:]):
         try:
             _check_tree(_fields(_BLANK_LINE.split(block, maxsplit=1)[0]), n_features)
-        except (KeyError, ValueError, IndexError) as exc:
+        except (KeyError, ValueError, IndexError, OverflowError) as exc:
             raise LoadError(f"{name}: tree {number} of the LightGBM model is malformed: {exc}") from None
 
 
 def _check_tree(tree: dict[str, str], n_features: int) -> None:
     """Links go to a later node or to a leaf, so every walk ends; indices stay in their arrays."""
     n_leaves = int(tree["num_leaves"])
+    if tree.get("is_linear") == "1":  # each leaf's linear model reads features by index
+        counts = _ints(tree, "num_features", n_leaves)
+        features = [int(f) for f in tree["leaf_features"].split()]
+        if len(features) != sum(counts) or any(not 0 <= f < n_features for f in features):
+            raise ValueError(f"leaf_features do not match num_features or are outside [0, {n_features})")
     if n_leaves <= 1:
         return
     nodes = n_leaves - 1

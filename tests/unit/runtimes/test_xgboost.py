@@ -148,11 +148,72 @@ def test_a_corrupt_file_gives_load_error_naming_it(tmp_path: Path, content: byte
     assert "Stack trace" not in str(info.value)
 
 
-def test_a_truncated_model_gives_load_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize("suffix", ["ubj", "json"])
+def test_every_truncation_gives_load_error(tmp_path: Path, suffix: str) -> None:
+    """XGBoost's UBJSON reader would read past the end of many of these and crash; its JSON reader refuses them."""
+    params = {"objective": "multi:softprob", "num_class": 3}
+    whole = train(tmp_path / f"whole.{suffix}", params, IRIS.data, IRIS.target).read_bytes()
+    path = tmp_path / f"model.{suffix}"
+    reason = "not a complete UBJSON model" if suffix == "ubj" else "XGBoost cannot load it"
+    for cut in range(1, len(whole) - 1, max(1, len(whole) // 300)):
+        path.write_bytes(whole[:cut])
+        with pytest.raises(LoadError, match=rf"^model\.{suffix}: {reason}"):
+            XGBoostRuntime().load(path, ModelConfig())
+
+
+def test_damaged_ubjson_lengths_are_refused(tmp_path: Path) -> None:
     whole = train(tmp_path / "whole.ubj", {"objective": "reg:squarederror"}, IRIS.data, IRIS.target).read_bytes()
-    (tmp_path / "model.ubj").write_bytes(whole[: len(whole) // 2])
-    with pytest.raises(LoadError, match=r"^model\.ubj: "):
+    at = whole.index(b"split_conditions[$d#L") + len(b"split_conditions[$d#L")
+    damaged = whole[:at] + (10**9).to_bytes(8, "big") + whole[at + 8 :]  # a billion floats, no bytes for them
+    (tmp_path / "model.ubj").write_bytes(damaged)
+    with pytest.raises(LoadError, match=r"^model\.ubj: not a complete UBJSON model .*4000000000 bytes needed"):
         XGBoostRuntime().load(tmp_path / "model.ubj", ModelConfig())
+
+
+def test_ubjson_under_another_name_is_checked_and_loads(tmp_path: Path) -> None:
+    train(tmp_path / "model.ubj", {"objective": "reg:squarederror"}, IRIS.data, IRIS.target)
+    (tmp_path / "model.bin").write_bytes((tmp_path / "model.ubj").read_bytes()[:-1])
+    with pytest.raises(LoadError, match="not a complete UBJSON model"):
+        XGBoostRuntime().load(tmp_path / "model.bin", ModelConfig())
+    (tmp_path / "model.bin").write_bytes((tmp_path / "model.ubj").read_bytes())
+    with pytest.warns(UserWarning, match="Unknown file format"):  # XGBoost guesses the format from the content
+        assert load(tmp_path / "model.bin")[1].inputs[0].shape == (-1, 4)
+
+
+@pytest.mark.parametrize(
+    ("edit", "reason"),
+    [
+        (lambda tree: tree["left_children"].__setitem__(1, -8), "tree 0: a child link points outside the tree"),
+        (lambda tree: tree["right_children"].__setitem__(0, 1), "tree 0: a node has two parents"),
+        (lambda tree: tree["split_indices"].__setitem__(0, 7), r"tree 0: a split feature is outside \[0, 4\)"),
+        (lambda tree: tree["parents"].__setitem__(2, 5), "tree 0: a parent link is wrong"),
+        (lambda tree: tree.pop("parents"), "cannot read KeyError: 'parents'"),
+    ],
+    ids=["child-outside", "two-parents", "split-feature", "parent", "missing-array"],
+)
+def test_trees_that_would_crash_prediction_are_refused(tmp_path: Path, edit: Any, reason: str) -> None:
+    """XGBoost loads these (it checks syntax, not trees), and crashes while loading or predicting."""
+    path = train(tmp_path / "model.json", {"objective": "reg:squarederror"}, IRIS.data, IRIS.target)
+    model = json.loads(path.read_text())
+    edit(model["learner"]["gradient_booster"]["model"]["trees"][0])
+    path.write_text(json.dumps(model))
+    with pytest.raises(LoadError, match=rf"^model\.json: the XGBoost model is malformed: {reason}"):
+        XGBoostRuntime().load(path, ModelConfig())
+
+
+def test_categorical_and_dart_models_pass_the_checks(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    data = np.c_[rng.integers(0, 10, 400), rng.normal(size=400)]
+    train_set = xgb.DMatrix(data, data[:, 0] % 3 == 0, feature_types=["c", "q"], enable_categorical=True)
+    params = {"objective": "binary:logistic", "max_cat_to_onehot": 1, "tree_method": "hist", "nthread": 1}
+    xgb.train(params, train_set, 3).save_model(tmp_path / "cat.json")
+    dart = train(
+        tmp_path / "dart.ubj", {"booster": "dart", "objective": "binary:logistic"}, IRIS.data, IRIS.target == 2
+    )
+    for path, rows in ((tmp_path / "cat.json", data[:20].astype(np.float32)), (dart, X)):
+        runtime, _ = load(path)
+        expected = xgb.Booster(model_file=path).inplace_predict(rows)
+        np.testing.assert_array_equal(runtime.predict({"input": rows})["probabilities"][:, 1], expected)
 
 
 def test_a_linear_booster_is_refused(tmp_path: Path) -> None:

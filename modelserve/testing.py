@@ -20,7 +20,8 @@ from modelserve.server.lifecycle import Server
 
 class run:  # noqa: N801  (used like a function: ``with run(repo) as srv``)
     def __init__(self, repository: Path | str, *, http_port: int = 0, grpc_port: int = 0, **settings: Any) -> None:
-        overrides = {"http_port": http_port, "grpc_port": grpc_port, **settings}
+        # no hot reload unless asked: a test that edits the repository decides when it reloads
+        overrides = {"http_port": http_port, "grpc_port": grpc_port, "watch_interval": 0.0, **settings}
         self.config = ServerConfig.load(Path(repository), overrides, env={})
         self.server: Server = build_server(self.config)
         self._loop: asyncio.AbstractEventLoop | None = None

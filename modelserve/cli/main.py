@@ -38,6 +38,12 @@ def main() -> None:
     default=None,
     help="Load models given as Python code (model.py); their code runs with the server's rights. [default: off]",
 )
+@click.option(
+    "--watch-interval",
+    type=float,
+    default=None,
+    help="Seconds between polls of the repository for changed, new and removed models; 0: no hot reload. [default: 2]",
+)
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default=None)
 def serve(
     repository: Path,
@@ -46,6 +52,7 @@ def serve(
     grpc_port: int | None,
     control_api: str | None,
     trust_code: bool | None,
+    watch_interval: float | None,
     log_level: str | None,
 ) -> None:
     """Serve every model under REPOSITORY (REPOSITORY/<model>/<version>/<artifact>)."""
@@ -55,6 +62,7 @@ def serve(
         "grpc_port": grpc_port,
         "control_api": None if control_api is None else control_api == "on",
         "trust_code": trust_code,
+        "watch_interval": watch_interval,
         "log_level": log_level,
     }
     try:

@@ -20,6 +20,8 @@ class ServerConfig:
     max_request_bytes: int = 64 * 1024 * 1024  # larger REST bodies get 413, larger gRPC messages RESOURCE_EXHAUSTED
     control_api: bool = False  # the repository load/unload endpoints (admin operations)
     trust_code: bool = False  # load models given as Python code (model.py), which run with the server's rights
+    # seconds between polls of the repository for changed, new and removed models (hot reload); 0: off
+    watch_interval: float = 2.0
     inference_threads: int = 0  # threads running runtimes; 0 = CPUs this process may use
     log_level: str = "info"
 
@@ -30,6 +32,8 @@ class ServerConfig:
                 raise ConfigError(f"{name} must be between 0 and 65535, got {port}")
         if self.max_request_bytes < 1:
             raise ConfigError(f"max_request_bytes must be >= 1, got {self.max_request_bytes}")
+        if self.watch_interval < 0:
+            raise ConfigError(f"watch_interval must be >= 0 seconds, got {self.watch_interval}")
         if self.inference_threads < 0:
             raise ConfigError(f"inference_threads must be >= 0, got {self.inference_threads}")
 
@@ -57,6 +61,11 @@ def _convert(name: str, raw: str, kind: type) -> Any:
         if raw.strip().lower() not in _BOOLS:
             raise ConfigError(f"MODELSERVE_{name.upper()} must be on or off, got {raw!r}")
         return _BOOLS[raw.strip().lower()]
+    if kind is float:
+        try:
+            return float(raw)
+        except ValueError:
+            raise ConfigError(f"MODELSERVE_{name.upper()} must be a number, got {raw!r}") from None
     if kind is int:
         try:
             return int(raw)

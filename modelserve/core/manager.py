@@ -37,7 +37,7 @@ from modelserve.errors import (
     RuntimeFailure,
     VersionNotFound,
 )
-from modelserve.repository.layout import ModelSource, scan, scan_one
+from modelserve.repository.layout import Fingerprint, ModelSource, fingerprint, scan, scan_one
 from modelserve.runtimes.base import DEFAULT_SIGNATURE, MultiSignatureRuntime, Runtime
 from modelserve.runtimes.registry import resolve
 from modelserve.types import (
@@ -58,6 +58,7 @@ class ModelVersion:
     model: str
     version: int
     path: Path
+    files: Fingerprint = ()  # the version directory's files when it was loaded: a reload keeps it only if unchanged
     state: ModelState = ModelState.LOADING
     reason: str = ""
     runtime: Runtime | None = None
@@ -281,7 +282,7 @@ class ModelManager:
             model, selected = self._declare(source)
             self._models[source.name] = model
             for version in selected:
-                mv = ModelVersion(source.name, version, source.versions[version])
+                mv = ModelVersion(source.name, version, path := source.versions[version], fingerprint(path))
                 model.versions[version] = mv
                 if model.error:
                     self._fail(mv, model.error)
@@ -333,16 +334,19 @@ class ModelManager:
         fresh = []
         for version in selected:
             current = old.versions.get(version) if old is not None else None
+            path = source.versions[version]
+            files = fingerprint(path)
             if (
                 current is not None
                 and old is not None
                 and current.state is ModelState.READY
-                and current.path == source.versions[version]
+                and current.path == path
+                and current.files == files
                 and old.config == new.config
             ):
                 keep[version] = current
             else:
-                fresh.append(ModelVersion(source.name, version, source.versions[version]))
+                fresh.append(ModelVersion(source.name, version, path, files))
         return keep, fresh
 
     async def unload_model(self, name: str, timeout: float | None = 30.0) -> None:

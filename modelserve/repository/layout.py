@@ -68,3 +68,29 @@ def scan_one(repository: Path, name: str) -> ModelSource | None:
     if not path.is_dir():
         return None
     return ModelSource(name=name, path=path, versions=_versions(path))
+
+
+Fingerprint = tuple[tuple[str, int, int], ...]
+
+
+def fingerprint(path: Path) -> Fingerprint:
+    """(relative path, size, mtime in ns) of every file under ``path``, sorted; () if it is gone.
+
+    Cheap enough to poll (a stat per file, nothing read): a change of any file, a file added or
+    removed, changes it. Hidden entries (``.partial`` uploads and the like) are left out.
+    """
+    entries = []
+    try:
+        for file in path.rglob("*"):
+            relative = file.relative_to(path)
+            if any(part.startswith(".") for part in relative.parts):
+                continue
+            try:
+                stat = file.stat()
+            except FileNotFoundError:  # removed while we walked: the next poll sees the new state
+                continue
+            if file.is_file():
+                entries.append((relative.as_posix(), stat.st_size, stat.st_mtime_ns))
+    except FileNotFoundError:
+        return ()
+    return tuple(sorted(entries))

@@ -8,6 +8,7 @@ Both servers run on one event loop and share one model manager.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import signal
@@ -21,6 +22,7 @@ import uvicorn
 from modelserve.config.server import ServerConfig
 from modelserve.core.manager import ModelManager
 from modelserve.core.pool import Pool
+from modelserve.core.watcher import RepositoryWatcher
 from modelserve.server.http.app import HttpApp
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,8 @@ class Server:
         self._uvicorn: uvicorn.Server | None = None
         self._serving: asyncio.Task[None] | None = None
         self._loading: asyncio.Task[None] | None = None
+        self._watcher = RepositoryWatcher(manager, config.watch_interval) if config.watch_interval > 0 else None
+        self._watching: asyncio.Task[None] | None = None
         self.http_port = 0
 
     @property
@@ -59,6 +63,8 @@ class Server:
     async def start(self) -> None:
         """Bind, start serving HTTP and gRPC, and start loading the repository in the background."""
         sources = self.manager.discover()  # a missing repository fails before binding
+        if self._watcher is not None:
+            self._watcher.prime()
         sock = _bind(self.config.host, self.config.http_port)
         try:
             await self._start_grpc()
@@ -110,6 +116,9 @@ class Server:
         # collector's way; garbage made while serving is still collected.
         gc.collect()
         gc.freeze()
+        if self._watcher is not None:
+            self._watching = asyncio.create_task(self._watcher.run())
+            log.info("watching %s for changes every %s s", self.config.repository, self.config.watch_interval)
 
     async def wait_loaded(self) -> None:
         """Return once every model of the initial load is READY or FAILED."""
@@ -123,6 +132,11 @@ class Server:
 
     async def stop(self) -> None:
         """Stop accepting, finish in-flight requests, unload every model."""
+        self._watcher = None  # an initial load still running must not start it after this
+        if self._watching is not None:
+            self._watching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watching
         if self._uvicorn is not None:
             self._uvicorn.should_exit = True
         stopping: list[Awaitable[None]] = [self._grpc.stop(grace=30)] if self._grpc is not None else []

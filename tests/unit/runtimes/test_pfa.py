@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import json
 import sys
 import threading
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -17,7 +15,7 @@ import pytest
 from modelserve.config.model import DEFAULT, ModelConfig
 from modelserve.errors import InvalidInput, LoadError
 from modelserve.runtimes.pfa import PfaRuntime
-from tests.fixtures.models import ROOT
+from tests.fixtures.models import build_format
 
 TRUSTED = ModelConfig(trusted=True)
 IRIS = ("sepal_length", "sepal_width", "petal_length", "petal_width")
@@ -56,19 +54,9 @@ SUMMARY = {
 }
 
 
-def _builder() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("fmt_pfa", ROOT / "examples" / "formats" / "fmt_pfa.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("pfa")
-    _builder().build(out)
-    return out
+    return build_format("pfa", tmp_path_factory.mktemp("pfa"))
 
 
 def write(tmp_path: Path, document: dict[str, Any] | str) -> Path:

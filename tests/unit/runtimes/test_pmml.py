@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -12,7 +11,6 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import ModuleType
 from typing import ClassVar
 
 import numpy as np
@@ -22,7 +20,7 @@ from modelserve.config.model import DEFAULT
 from modelserve.errors import InvalidInput, LoadError
 from modelserve.runtimes import pmml
 from modelserve.runtimes.pmml import PmmlRuntime
-from tests.fixtures.models import ROOT
+from tests.fixtures.models import ROOT, build_format
 
 IRIS = ("sepal_length", "sepal_width", "petal_length", "petal_width")
 HEAD = '<?xml version="1.0" encoding="UTF-8"?>\n'
@@ -51,19 +49,9 @@ MIXED = """\
 """
 
 
-def _builder() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("fmt_pmml", ROOT / "examples" / "formats" / "fmt_pmml.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("pmml")
-    _builder().build(out)
-    return out
+    return build_format("pmml", tmp_path_factory.mktemp("pmml"))
 
 
 def load(path: Path) -> PmmlRuntime:

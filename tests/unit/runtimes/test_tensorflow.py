@@ -4,7 +4,6 @@ concurrency, unload."""
 from __future__ import annotations
 
 import gc
-import importlib.util
 import logging
 import weakref
 from collections.abc import Callable
@@ -22,22 +21,16 @@ from modelserve.runtimes import tensorflow as tf_runtime
 from modelserve.runtimes.base import MultiSignatureRuntime
 from modelserve.runtimes.tensorflow import TensorFlowRuntime
 from modelserve.types import Signature
+from tests.fixtures.models import build_format
 
 tf = pytest.importorskip("tensorflow")
 
-ROOT = Path(__file__).resolve().parents[3]
 X = np.random.default_rng(5).uniform(0.1, 7.9, size=(16, 4)).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
 def examples(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    spec = importlib.util.spec_from_file_location("fmt_tensorflow", ROOT / "examples" / "formats" / "fmt_tensorflow.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    out = tmp_path_factory.mktemp("tf")
-    module.build(out)
-    return out
+    return build_format("tensorflow", tmp_path_factory.mktemp("tf"))
 
 
 def load(version_dir: Path, threads: int = 1) -> tuple[TensorFlowRuntime, Signature]:

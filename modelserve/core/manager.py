@@ -91,6 +91,8 @@ class Model:
     config: ModelConfig
     versions: dict[int, ModelVersion] = field(default_factory=dict)
     error: str = ""  # why no version can be served at all (bad config, no version directories)
+    # why the last reload failed while this model kept serving; cleared by a successful reload
+    reload_error: str = ""
 
     def default_version(self) -> ModelVersion:
         """The version an unversioned request gets. Raises ModelNotReady with the states seen."""
@@ -238,7 +240,7 @@ class ModelManager:
 
     def statuses(self, name: str) -> list[VersionStatus]:
         model = self.model(name)
-        return [VersionStatus(v.version, v.state, v.reason) for v in model.versions.values()]
+        return [VersionStatus(v.version, v.state, _reason(model, v)) for v in model.versions.values()]
 
     def metadata(self, name: str, version: int | None = None) -> ModelMetadata:
         """Metadata of one version (default one if None); ``versions`` lists every READY version."""
@@ -261,10 +263,10 @@ class ModelManager:
         entries: list[IndexEntry] = []
         for name in sorted(names | set(self._models)):
             model = self._models.get(name)
-            versions = model.versions.values() if model is not None else ()
-            entries.extend(IndexEntry(name, mv.version, mv.state, mv.reason) for mv in versions)
-            if not versions:
+            if model is None or not model.versions:
                 entries.append(IndexEntry(name, reason=model.error if model is not None else ""))
+                continue
+            entries.extend(IndexEntry(name, mv.version, mv.state, _reason(model, mv)) for mv in model.versions.values())
         if ready_only:
             return [e for e in entries if e.state is ModelState.READY]
         return entries
@@ -315,8 +317,11 @@ class ModelManager:
             failed = [mv for mv in fresh if mv.state is ModelState.FAILED]
             serving = old is not None and any(mv.state is ModelState.READY for mv in old.versions.values())
             if (failed or new.error) and serving:
+                assert old is not None
                 await asyncio.gather(*(self._retire(mv) for mv in fresh if mv.state is ModelState.READY))
-                raise ModelLoadFailed(_load_failure(name, new, failed) + "; the versions already serving stay")
+                message = _load_failure(name, new, failed)
+                self._keep_serving(old, failed, message)
+                raise ModelLoadFailed(message + "; the versions already serving stay")
             new.versions = dict(sorted({**keep, **{mv.version: mv for mv in fresh}}.items()))
             self._models[name] = new
             if old is not None:
@@ -324,6 +329,20 @@ class ModelManager:
                 await asyncio.gather(*(self._retire(mv) for mv in old.versions.values() if id(mv) not in kept))
             if failed or new.error or not new.versions:
                 raise ModelLoadFailed(_load_failure(name, new, failed))
+
+    @staticmethod
+    def _keep_serving(old: Model, failed: list[ModelVersion], message: str) -> None:
+        """Leave ``old`` serving, with the failure on record where the index and status show it.
+
+        A failed version with a new number is listed as FAILED beside the serving ones (the
+        default version stays the newest READY one); a serving version whose files were replaced
+        by broken ones keeps serving the files it loaded, and says so."""
+        old.reload_error = message
+        for mv in failed:
+            current = old.versions.get(mv.version)
+            if current is None or current.state is not ModelState.READY:
+                old.versions[mv.version] = mv
+        old.versions = dict(sorted(old.versions.items()))
 
     @staticmethod
     def _plan_reload(
@@ -439,6 +458,14 @@ class ModelManager:
     def _fail(mv: ModelVersion, reason: str) -> None:
         mv.state, mv.reason = ModelState.FAILED, reason
         log.error("model %s FAILED: %s", mv.label, reason)
+
+
+def _reason(model: Model, mv: ModelVersion) -> str:
+    """What the index and status endpoints say about a version: a READY version of a model whose
+    last reload failed carries that failure (it serves what was loaded before)."""
+    if mv.state is ModelState.READY and model.reload_error:
+        return f"serving; the last reload failed, so this version stays: {model.reload_error}"
+    return mv.reason
 
 
 def _unload_blocking(runtime: Runtime, collect: bool) -> None:

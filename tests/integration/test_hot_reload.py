@@ -139,6 +139,7 @@ def test_publish_break_and_repolicy_under_traffic_drops_nothing(repo: Path, serv
         _publish(repo, 3, lambda path: (path.parent.mkdir(parents=True), path.write_bytes(b"not an onnx graph")))
         time.sleep(INTERVAL * 10)  # several polls: the broken version loads, fails, and is dropped
         assert traffic.last == "2"
+        _assert_failure_visible(server, version=3, serving=2)
 
         (repo / "adder" / "config.yaml").write_text("version_policy: {specific: [1]}\n")
         traffic.wait_for("1")
@@ -148,6 +149,23 @@ def test_publish_break_and_repolicy_under_traffic_drops_nothing(repo: Path, serv
     with httpx.Client(base_url=server.http_url) as client:
         assert client.get("/v2/models/adder/versions/2/ready").status_code != 200  # retired by the policy
         assert client.get("/v2/models/adder/versions/1/ready").status_code == 200
+
+
+def _assert_failure_visible(server: testing.run, version: int, serving: int) -> None:
+    """The failed version is listed with its reason by the repository index and the v1 status."""
+    with httpx.Client(base_url=server.http_url) as client:
+        index = {row.get("version"): row for row in client.post("/v2/repository/index", json={}).json()}
+        assert index[str(version)]["state"] == "FAILED"
+        assert "onnx" in index[str(version)]["reason"].lower()
+        assert index[str(serving)]["state"] == "READY"
+        assert "last reload failed" in index[str(serving)]["reason"]
+        status = {s["version"]: s for s in client.get("/v1/models/adder").json()["model_version_status"]}
+        assert status[str(version)]["state"] == "END"
+        assert status[str(version)]["status"]["error_code"] == "UNKNOWN"
+        assert status[str(version)]["status"]["error_message"] == index[str(version)]["reason"]
+        assert status[str(serving)]["state"] == "AVAILABLE"
+        response = client.get(f"/v2/models/adder/versions/{version}/ready")
+        assert response.status_code == 503 and "FAILED" in response.json()["error"]
 
 
 def test_new_model_is_served_and_removed_model_unloaded(repo: Path, server: testing.run) -> None:

@@ -55,10 +55,12 @@ def encode_status(statuses: Sequence[VersionStatus]) -> bytes:
 
 def _status(s: VersionStatus) -> dict[str, Any]:
     failed = s.state is ModelState.FAILED
+    # a READY version's reason is news about it (the model's last reload failed), so it is shown
+    message = s.reason if failed or s.state is ModelState.READY else ""
     return {
         "version": str(s.version),
         "state": _STATES[s.state],
-        "status": {"error_code": "UNKNOWN" if failed else "OK", "error_message": s.reason if failed else ""},
+        "status": {"error_code": "UNKNOWN" if failed else "OK", "error_message": message},
     }
 
 

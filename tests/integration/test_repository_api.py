@@ -121,7 +121,9 @@ def test_failed_reload_keeps_the_serving_version(control: testing.run, rest: htt
         error = response.json()["error"]
         assert "version 2" in error and "onnxruntime cannot load it" in error and "stay" in error
         assert rest.post("/v2/models/iris/infer", json=IRIS_REQUEST).status_code == 200
-        assert {"name": "iris", "version": "1", "state": "READY"} in _index(rest)
+        rows = {row["version"]: row for row in _index(rest) if row["name"] == "iris"}
+        assert rows["1"]["state"] == "READY" and "last reload failed" in rows["1"]["reason"]
+        assert rows["2"]["state"] == "FAILED" and "onnxruntime cannot load it" in rows["2"]["reason"]
     finally:
         shutil.rmtree(root / "iris" / "2")
 

@@ -6,6 +6,7 @@ Tensors travel as numpy arrays. BYTES tensors are numpy ``object`` arrays of ``b
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,10 @@ DATATYPES: Mapping[str, np.dtype[Any]] = {
     "FP64": np.dtype(np.float64),
     "BYTES": np.dtype(object),
 }
+
+# A version label (``stable``, ``canary``) names a version in requests; never all digits, so that
+# it cannot pass for a version number
+VERSION_LABEL = re.compile(r"(?![0-9]+$)[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
 
 _BY_DTYPE: Mapping[np.dtype[Any], str] = {dt: name for name, dt in DATATYPES.items()}
 

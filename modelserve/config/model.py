@@ -15,7 +15,7 @@ import orjson
 import yaml
 
 from modelserve.errors import ConfigError
-from modelserve.types import DATATYPES
+from modelserve.types import DATATYPES, VERSION_LABEL
 
 MAX_RANK = 32
 
@@ -51,6 +51,8 @@ class ModelConfig:
     signature: SignatureOverride | None = None
     default_version: int | None = None  # None: the latest READY version
     version_policy: VersionPolicy = VersionPolicy()
+    # names for versions (stable: 3, canary: 4) that requests may use instead of a number
+    version_labels: Mapping[str, int] = field(default_factory=dict)
     trusted: bool = False  # allow pickle/joblib artifacts, which can run arbitrary code
     trusted_types: tuple[str, ...] = ()  # extra types skops may load
     threads: int = 1  # intra-op threads per runtime instance
@@ -61,7 +63,7 @@ class ModelConfig:
 DEFAULT = ModelConfig()
 
 _KEYS = {
-    "runtime", "artifact", "signature", "default_version", "version_policy", "trusted",
+    "runtime", "artifact", "signature", "default_version", "version_policy", "version_labels", "trusted",
     "trusted_types", "threads", "metadata", "parameters",
 }  # fmt: skip
 
@@ -88,6 +90,7 @@ def parse_model_config(raw: object, where: str) -> ModelConfig:
         signature=_signature(doc["signature"], where) if "signature" in doc else None,
         default_version=_opt_int(doc, "default_version", where, minimum=1),
         version_policy=_policy(doc.get("version_policy"), where),
+        version_labels=_labels(doc.get("version_labels", {}), where),
         trusted=_bool(doc, "trusted", where),
         trusted_types=tuple(_str_list(doc.get("trusted_types", []), where, "trusted_types")),
         threads=_opt_int(doc, "threads", where, minimum=1) or 1,
@@ -166,6 +169,18 @@ def _policy(value: object, where: str) -> VersionPolicy:
     raise ConfigError(
         f"{where}: version_policy must be 'all', {{latest: N}} or {{specific: [versions]}}, got {value!r}"
     )
+
+
+def _labels(value: object, where: str) -> dict[str, int]:
+    labels = dict(_mapping(value, where, "version_labels"))
+    for label, version in labels.items():
+        if not VERSION_LABEL.fullmatch(label):
+            raise ConfigError(
+                f"{where}: version label {label!r} must be 1-64 letters, digits, '_', '.', '-' and not a number"
+            )
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise ConfigError(f"{where}: version_labels.{label} must be a version number >= 1, got {version!r}")
+    return labels
 
 
 def _signature(value: object, where: str) -> SignatureOverride:

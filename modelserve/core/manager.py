@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 from typing import cast
@@ -93,6 +93,19 @@ class Model:
     error: str = ""  # why no version can be served at all (bad config, no version directories)
     # why the last reload failed while this model kept serving; cleared by a successful reload
     reload_error: str = ""
+
+    def labelled(self, label: str) -> int:
+        """The version ``label`` names in config.yaml's version_labels. Raises VersionNotFound."""
+        version = self.config.version_labels.get(label)
+        if version is None:
+            known = sorted(self.config.version_labels)
+            raise VersionNotFound(f"model {self.name!r} has no version label {label!r}; its labels are {known}")
+        if version not in self.versions:
+            raise ModelNotReady(
+                f"version label {label!r} of model {self.name!r} names version {version}, which is not loaded "
+                f"(the version policy selects {sorted(self.versions)})"
+            )
+        return version
 
     def default_version(self) -> ModelVersion:
         """The version an unversioned request gets. Raises ModelNotReady with the states seen."""
@@ -222,12 +235,16 @@ class ModelManager:
             raise ModelNotFound(f"model {name!r} is not in the repository")
         return model
 
-    def acquire(self, name: str, version: int | None = None) -> Handle:
-        """Handle to a READY version (the default one if None). Unload waits for its release.
+    def acquire(self, name: str, version: int | None = None, label: str | None = None) -> Handle:
+        """Handle to a READY version: ``version``, else the one ``label`` names, else the default.
+        Unload waits for its release.
 
-        Raises ModelNotFound, VersionNotFound, or ModelNotReady naming the state and reason.
+        Raises ModelNotFound, VersionNotFound (an unknown version or label), or ModelNotReady
+        naming the state and reason.
         """
         model = self.model(name)
+        if version is None and label is not None:
+            version = model.labelled(label)
         if version is None:
             return Handle(model.default_version(), self._pool)
         mv = model.versions.get(version)
@@ -242,9 +259,9 @@ class ModelManager:
         model = self.model(name)
         return [VersionStatus(v.version, v.state, _reason(model, v)) for v in model.versions.values()]
 
-    def metadata(self, name: str, version: int | None = None) -> ModelMetadata:
-        """Metadata of one version (default one if None); ``versions`` lists every READY version."""
-        with self.acquire(name, version) as handle:
+    def metadata(self, name: str, version: int | None = None, label: str | None = None) -> ModelMetadata:
+        """Metadata of one version (chosen as :meth:`acquire` does); ``versions`` lists every READY one."""
+        with self.acquire(name, version, label) as handle:
             meta = handle.metadata
         ready = tuple(v.version for v in self._models[name].versions.values() if v.state is ModelState.READY)
         return ModelMetadata(meta.name, ready, meta.platform, meta.signature, meta.metadata)
@@ -361,7 +378,7 @@ class ModelManager:
                 and current.state is ModelState.READY
                 and current.path == path
                 and current.files == files
-                and old.config == new.config
+                and _same_load_config(old.config, new.config)
             ):
                 keep[version] = current
             else:
@@ -435,6 +452,13 @@ class ModelManager:
         elif not selected:
             model.error = f"version_policy selects none of the versions {list(source.versions)}"
             log.error("model %r: %s", source.name, model.error)
+        for label, version in config.version_labels.items():
+            if version not in selected:
+                log.warning(
+                    "model %r: version label %r names version %s, which the version policy does not select %s; "
+                    "requests for the label get 503",
+                    source.name, label, version, selected,
+                )  # fmt: skip
         return model, selected
 
     async def _load(self, mv: ModelVersion, config: ModelConfig) -> None:
@@ -458,6 +482,11 @@ class ModelManager:
     def _fail(mv: ModelVersion, reason: str) -> None:
         mv.state, mv.reason = ModelState.FAILED, reason
         log.error("model %s FAILED: %s", mv.label, reason)
+
+
+def _same_load_config(a: ModelConfig, b: ModelConfig) -> bool:
+    """Whether a version loaded under config ``a`` can serve under ``b``: labels only route."""
+    return replace(a, version_labels={}) == replace(b, version_labels={})
 
 
 def _reason(model: Model, mv: ModelVersion) -> str:

@@ -20,6 +20,7 @@ from google.protobuf.message import DecodeError
 from modelserve import __version__
 from modelserve.core.manager import ModelManager
 from modelserve.errors import DeadlineExceeded, ErrorCode, InvalidInput, ModelServeError
+from modelserve.protocol import names
 from modelserve.protocol.names import parse_version
 from modelserve.protocol.status import grpc_status
 from modelserve.protocol.v2.grpc import codec
@@ -66,7 +67,8 @@ class GrpcService:
 
     async def model_ready(self, msg: Any, context: Context) -> Any:
         try:
-            self._manager.acquire(_model_name(msg.name), parse_version(msg.version)).release()
+            version = parse_version(msg.version)
+            self._manager.acquire(_model_name(msg.name), version, _label(context, version)).release()
         except ModelServeError as exc:
             if exc.code is ErrorCode.UNAVAILABLE:
                 return pb.ModelReadyResponse(ready=False)
@@ -77,14 +79,17 @@ class GrpcService:
         return pb.ServerMetadataResponse(name=SERVER_NAME, version=__version__, extensions=EXTENSIONS)
 
     async def model_metadata(self, msg: Any, context: Context) -> Any:
-        return codec.encode_metadata(self._manager.metadata(_model_name(msg.name), parse_version(msg.version)))
+        version = parse_version(msg.version)
+        return codec.encode_metadata(self._manager.metadata(_model_name(msg.name), version, _label(context, version)))
 
     # -- inference -------------------------------------------------------------------------
 
     async def model_infer(self, msg: Any, context: Context) -> Any:
         deadline = _deadline(context)
-        with self._manager.acquire(_model_name(msg.model_name), parse_version(msg.model_version)) as handle:
-            request = codec.decode_infer_request(msg)
+        request = codec.decode_infer_request(msg)
+        version = parse_version(msg.model_version)
+        label = _label(context, version, request.parameters.get(names.LABEL_PARAMETER))
+        with self._manager.acquire(_model_name(msg.model_name), version, label) as handle:
             response = await handle.infer(request, deadline)
         return codec.encode_infer_response(response, request)
 
@@ -131,6 +136,17 @@ class GrpcService:
                 f"repository {name!r} is not served here; this server serves {self._manager.repository.name!r} "
                 "(or leave repository_name empty)"
             )
+
+
+def _label(context: Context, version: int | None, parameter: object = None) -> str | None:
+    """The version label from the ``model-version-label`` metadata or the request parameter."""
+    metadata = [v for k, v in context.invocation_metadata() or () if k == names.LABEL_HEADER]
+    if len(set(metadata)) > 1:
+        raise InvalidInput(f"metadata {names.LABEL_HEADER} is sent {len(metadata)} times with different values")
+    header = metadata[0] if metadata else None
+    return names.pick_label(
+        version, (f"metadata {names.LABEL_HEADER}", header), (f"parameter {names.LABEL_PARAMETER}", parameter)
+    )
 
 
 def _unary(method: str, fn: Unary) -> Callable[[bytes, Context], Awaitable[bytes]]:

@@ -1,13 +1,14 @@
-"""TensorFlow Serving REST endpoints: ``/v1/models/{m}[/versions/{v}][/metadata|:predict]``."""
+"""TensorFlow Serving REST endpoints: ``/v1/models/{m}[/versions/{v}|/labels/{l}][/metadata|:predict]``."""
 
 from __future__ import annotations
 
-from modelserve.core.manager import ModelManager
+from modelserve.core.manager import Handle, ModelManager
 from modelserve.errors import ModelNotReady, Unsupported
+from modelserve.protocol.names import parse_label
 from modelserve.protocol.tfserving import rest as tf
 from modelserve.server.http.app import JSON, Reply, Request, Route, parse_version
 
-_MODEL = r"/v1/models/(?P<model>[^/:]+)(?:/versions/(?P<version>[^/:]+))?"
+_MODEL = r"/v1/models/(?P<model>[^/:]+)(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?"
 
 
 class TfServingEndpoints:
@@ -24,6 +25,9 @@ class TfServingEndpoints:
 
     async def status(self, request: Request) -> Reply:
         name, version = request.params["model"], parse_version(request.params)
+        label = parse_label(request.params.get("label"))
+        if label is not None:
+            version = self._manager.model(name).labelled(label)
         statuses = self._manager.statuses(name)
         if version is not None:
             statuses = [s for s in statuses if s.version == version]
@@ -34,14 +38,18 @@ class TfServingEndpoints:
         return 200, tf.encode_status(statuses), JSON
 
     async def metadata(self, request: Request) -> Reply:
-        with self._manager.acquire(request.params["model"], parse_version(request.params)) as handle:
+        with self._acquire(request) as handle:
             return 200, tf.encode_metadata(handle.metadata, handle.version, handle.signatures), JSON
 
     async def predict(self, request: Request) -> Reply:
-        with self._manager.acquire(request.params["model"], parse_version(request.params)) as handle:
+        with self._acquire(request) as handle:
             infer_request, rows = tf.decode_predict_request(request.body, handle.signatures)
             response = await handle.infer(infer_request)
         return 200, tf.encode_predict_response(response, rows), JSON
+
+    def _acquire(self, request: Request) -> Handle:
+        params = request.params
+        return self._manager.acquire(params["model"], parse_version(params), parse_label(params.get("label")))
 
     async def unsupported(self, request: Request) -> Reply:
         raise Unsupported(f":{request.params['verb']} is not supported; use :predict")

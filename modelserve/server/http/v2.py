@@ -5,6 +5,7 @@ from __future__ import annotations
 from modelserve import __version__
 from modelserve.core.manager import ModelManager
 from modelserve.errors import ModelNotReady
+from modelserve.protocol import names
 from modelserve.protocol.v2 import binary, rest
 from modelserve.server.http.app import JSON, Reply, Request, Route, parse_version
 from modelserve.server.info import EXTENSIONS, SERVER_NAME
@@ -28,6 +29,15 @@ class V2Endpoints:
             Route(_MODEL, {"GET": self.model_metadata}),
         ]
 
+    @staticmethod
+    def _label(request: Request, version: int | None, parameter: object = None) -> str | None:
+        """The version label from the Model-Version-Label header or the request parameter."""
+        return names.pick_label(
+            version,
+            ("header Model-Version-Label", request.header(names.LABEL_HEADER)),
+            (f"parameter {names.LABEL_PARAMETER}", parameter),
+        )
+
     async def live(self, request: Request) -> Reply:
         return 200, b'{"live":true}', JSON
 
@@ -38,21 +48,25 @@ class V2Endpoints:
         return 200, self._server_metadata, JSON
 
     async def model_metadata(self, request: Request) -> Reply:
-        meta = self._manager.metadata(request.params["model"], parse_version(request.params))
+        version = parse_version(request.params)
+        meta = self._manager.metadata(request.params["model"], version, self._label(request, version))
         return 200, rest.encode_metadata(meta), JSON
 
     async def model_ready(self, request: Request) -> Reply:
         name = request.params["model"]
         try:
-            self._manager.acquire(name, parse_version(request.params)).release()
+            version = parse_version(request.params)
+            self._manager.acquire(name, version, self._label(request, version)).release()
         except ModelNotReady as exc:
             return 503, rest.dumps({"name": name, "ready": False, "error": exc.message}), JSON
         return 200, rest.dumps({"name": name, "ready": True}), JSON
 
     async def infer(self, request: Request) -> Reply:
-        with self._manager.acquire(request.params["model"], parse_version(request.params)) as handle:
-            json_length = binary.header_length(request.header(binary.HEADER), len(request.body))
-            infer_request = rest.decode_infer_request(request.body, json_length)
+        json_length = binary.header_length(request.header(binary.HEADER), len(request.body))
+        infer_request = rest.decode_infer_request(request.body, json_length)
+        version = parse_version(request.params)
+        label = self._label(request, version, infer_request.parameters.get(names.LABEL_PARAMETER))
+        with self._manager.acquire(request.params["model"], version, label) as handle:
             response = await handle.infer(infer_request)
         body, header_length = rest.encode_infer_response(response, infer_request)
         if header_length is None:

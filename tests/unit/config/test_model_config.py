@@ -32,8 +32,10 @@ signature:
   inputs: [{name: features, datatype: FP64, shape: [-1, 4]}]
   outputs: [{name: label}]
 metadata: {owner: team-a}
+version_labels: {stable: 1, canary: 3}
 """,
     )
+    assert config.version_labels == {"stable": 1, "canary": 3}
     assert config.runtime == "onnx" and config.artifact == "net.onnx" and config.threads == 2
     assert config.version_policy == VersionPolicy(kind="specific", specific=(1, 3))
     assert config.signature is not None and config.signature.inputs[0].shape == (-1, 4)
@@ -53,6 +55,10 @@ metadata: {owner: team-a}
         ("signature: {inputs: [{name: x, shape: [-2]}]}", ["signature.inputs[0].shape", "[-2]"]),
         ("signature: {inputs: [{datatype: FP32}]}", ["signature.inputs[0].name"]),
         ("metadata: [1, 2]", ["metadata must be a mapping"]),
+        ("version_labels: {stable: two}", ["version_labels.stable", "'two'"]),
+        ("version_labels: {'42': 1}", ["version label '42'", "not a number"]),
+        ("version_labels: {'a/b': 1}", ["version label 'a/b'"]),
+        ("version_labels: [stable]", ["version_labels must be a mapping"]),
         ("[unclosed", ["not valid YAML"]),
         ("- a list", ["must be a mapping"]),
     ],

@@ -16,6 +16,7 @@ Needs the ``examples`` extra: ``pip install -e '.[examples]'``.
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -53,6 +54,9 @@ def build(out: Path = DEFAULT_OUT) -> Path:
     )
     _write(out / "iris" / "1" / "model.onnx", onnx_model.SerializeToString())
     _write(out / "iris" / "config.yaml", IRIS_CONFIG.encode())
+    # a sample request the version must answer before it is READY (see README, "Warmup")
+    sample = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "data": [5.1, 3.5, 1.4, 0.2]}]}
+    _write(out / "iris" / "1" / "warmup" / "000.json", json.dumps(sample).encode())
 
     (out / "iris-skops" / "1").mkdir(parents=True, exist_ok=True)
     sio.dump(classifier, out / "iris-skops" / "1" / "model.skops")

@@ -5,17 +5,19 @@ from __future__ import annotations
 from modelserve.config.server import ServerConfig
 from modelserve.core.manager import ModelManager
 from modelserve.core.pool import Pool
+from modelserve.protocol.v2 import rest
 from modelserve.server.grpc.service import GrpcService
 from modelserve.server.http.app import HttpApp
 from modelserve.server.http.repository import RepositoryEndpoints
 from modelserve.server.http.tfserving import TfServingEndpoints
 from modelserve.server.http.v2 import V2Endpoints
 from modelserve.server.lifecycle import Server
+from modelserve.types import InferRequest
 
 
 def build_server(config: ServerConfig) -> Server:
     pool = Pool(config.inference_threads)
-    manager = ModelManager(pool, config.repository, trust_code=config.trust_code)
+    manager = ModelManager(pool, config.repository, config.trust_code, decode_sample=_decode_sample)
     routes = (
         V2Endpoints(manager).routes()
         + RepositoryEndpoints(manager, config.control_api).routes()
@@ -23,3 +25,8 @@ def build_server(config: ServerConfig) -> Server:
     )
     grpc_handler = GrpcService(manager, config.control_api).handler()
     return Server(config, manager, pool, HttpApp(routes, config.max_request_bytes), grpc_handler)
+
+
+def _decode_sample(body: bytes) -> InferRequest:
+    """Warmup files are v2 REST inference request bodies (JSON, no binary tensors)."""
+    return rest.decode_infer_request(body, None)

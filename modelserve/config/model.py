@@ -30,6 +30,15 @@ class VersionPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class Warmup:
+    """Requests a version must answer before it is READY: the sample files under its ``warmup/``
+    directory (when ``samples``), then ``generate`` requests made from its signature."""
+
+    samples: bool = True
+    generate: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class TensorOverride:
     """Replaces, by position, the name and optionally datatype/shape the runtime reports."""
 
@@ -53,6 +62,7 @@ class ModelConfig:
     version_policy: VersionPolicy = VersionPolicy()
     # names for versions (stable: 3, canary: 4) that requests may use instead of a number
     version_labels: Mapping[str, int] = field(default_factory=dict)
+    warmup: Warmup = Warmup()
     trusted: bool = False  # allow pickle/joblib artifacts, which can run arbitrary code
     trusted_types: tuple[str, ...] = ()  # extra types skops may load
     threads: int = 1  # intra-op threads per runtime instance
@@ -63,7 +73,7 @@ class ModelConfig:
 DEFAULT = ModelConfig()
 
 _KEYS = {
-    "runtime", "artifact", "signature", "default_version", "version_policy", "version_labels", "trusted",
+    "runtime", "artifact", "signature", "default_version", "version_policy", "version_labels", "warmup", "trusted",
     "trusted_types", "threads", "metadata", "parameters",
 }  # fmt: skip
 
@@ -91,6 +101,7 @@ def parse_model_config(raw: object, where: str) -> ModelConfig:
         default_version=_opt_int(doc, "default_version", where, minimum=1),
         version_policy=_policy(doc.get("version_policy"), where),
         version_labels=_labels(doc.get("version_labels", {}), where),
+        warmup=_warmup(doc.get("warmup"), where),
         trusted=_bool(doc, "trusted", where),
         trusted_types=tuple(_str_list(doc.get("trusted_types", []), where, "trusted_types")),
         threads=_opt_int(doc, "threads", where, minimum=1) or 1,
@@ -181,6 +192,24 @@ def _labels(value: object, where: str) -> dict[str, int]:
         if isinstance(version, bool) or not isinstance(version, int) or version < 1:
             raise ConfigError(f"{where}: version_labels.{label} must be a version number >= 1, got {version!r}")
     return labels
+
+
+MAX_GENERATED_WARMUP = 1000
+
+
+def _warmup(value: object, where: str) -> Warmup:
+    if value is None or value is True:
+        return Warmup()
+    if value is False or value == "off":
+        return Warmup(samples=False)
+    doc = _mapping(value, where, "warmup (off, or {samples: true|false, generate: N})")
+    unknown = sorted(set(doc) - {"samples", "generate"})
+    if unknown:
+        raise ConfigError(f"{where}: warmup has unknown key(s) {unknown}; expected samples, generate")
+    generate = _opt_int(doc, "generate", where, minimum=0) or 0
+    if generate > MAX_GENERATED_WARMUP:
+        raise ConfigError(f"{where}: warmup.generate must be at most {MAX_GENERATED_WARMUP}, got {generate}")
+    return Warmup(samples=_bool({"samples": doc.get("samples", True)}, "samples", where), generate=generate)
 
 
 def _signature(value: object, where: str) -> SignatureOverride:

@@ -21,9 +21,10 @@ from typing import cast
 import numpy as np
 
 from modelserve.config.model import ModelConfig, load_model_config
+from modelserve.core import warmup
 from modelserve.core.policy import select_versions
 from modelserve.core.pool import Pool
-from modelserve.core.signature import adapt
+from modelserve.core.signature import Adapter, adapt
 from modelserve.core.validation import Plan
 from modelserve.errors import (
     ConfigError,
@@ -219,10 +220,19 @@ def _predict(
 
 
 class ModelManager:
-    def __init__(self, pool: Pool, repository: Path, trust_code: bool = False) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        repository: Path,
+        trust_code: bool = False,
+        decode_sample: warmup.SampleDecoder | None = None,
+    ) -> None:
+        """``decode_sample`` turns a warmup file (``<version>/warmup/*.json``) into a request; without
+        one, a version that ships warmup files fails to load rather than skip them silently."""
         self._pool = pool
         self.repository = repository
         self._trust_code = trust_code  # load model-as-code (model.py), which runs arbitrary Python
+        self._decode_sample = decode_sample
         self._models: dict[str, Model] = {}
         self._locks: dict[str, asyncio.Lock] = {}  # one load/unload at a time per model name
         self.ready = False  # True once the first repository load has settled
@@ -464,7 +474,9 @@ class ModelManager:
     async def _load(self, mv: ModelVersion, config: ModelConfig) -> None:
         started = time.perf_counter()
         try:
-            runtime, metadata, plans = await self._pool.load(_load_blocking, mv, config, self._trust_code)
+            runtime, metadata, plans = await self._pool.load(
+                _load_blocking, mv, config, self._trust_code, self._decode_sample
+            )
         except LoadError as exc:
             self._fail(mv, exc.message)
             return
@@ -520,7 +532,7 @@ def _load_failure(name: str, model: Model, failed: list[ModelVersion]) -> str:
 
 
 def _load_blocking(
-    mv: ModelVersion, config: ModelConfig, trust_code: bool
+    mv: ModelVersion, config: ModelConfig, trust_code: bool, decode_sample: warmup.SampleDecoder | None
 ) -> tuple[Runtime, ModelMetadata, dict[str, Plan]]:
     resolved = resolve(mv.path, config)
     if resolved.entry.runs_code and not trust_code:
@@ -530,14 +542,32 @@ def _load_blocking(
         )
     runtime = resolved.runtime()
     native = runtime.load(resolved.artifact, config)
-    adapter = adapt(native, config.signature)
-    metadata = ModelMetadata(mv.model, (mv.version,), runtime.platform, adapter.public, config.metadata)
+    try:
+        adapter = adapt(native, config.signature)
+        metadata = ModelMetadata(mv.model, (mv.version,), runtime.platform, adapter.public, config.metadata)
+        plans = _plans(mv, runtime, adapter)
+        todo = warmup.requests(mv.path, config.warmup, adapter.public, decode_sample)
+        if todo:
+            started = time.perf_counter()
+            warmup.run(runtime, plans, todo, mv.label)
+            log.info("model %s warmed up with %d request(s) in %.0f ms", mv.label, len(todo), _ms(started))
+    except BaseException:
+        runtime.unload()  # a version that will not serve must not hold its memory
+        raise
+    return runtime, metadata, plans
+
+
+def _plans(mv: ModelVersion, runtime: Runtime, adapter: Adapter) -> dict[str, Plan]:
     plan = Plan(f"{mv.label}", adapter)
     if not isinstance(runtime, MultiSignatureRuntime):
-        return runtime, metadata, {DEFAULT_SIGNATURE: plan}
+        return {DEFAULT_SIGNATURE: plan}
     # config.yaml's signature overrides apply to the default signature only (the first); the
     # others keep the model's own names and datatypes
     default, *others = runtime.signatures().items()
     plans = {default[0]: plan}
     plans.update((name, Plan(f"{mv.label} signature {name!r}", adapt(s, None))) for name, s in others)
-    return runtime, metadata, plans
+    return plans
+
+
+def _ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000

@@ -18,6 +18,8 @@ log = logging.getLogger(__name__)
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
 VERSION_NAME = re.compile(r"[1-9][0-9]{0,17}")  # ASCII digits: str.isdigit() accepts "²"
 CONFIG_FILE = "config.yaml"
+WARMUP_DIR = "warmup"  # <version>/warmup/*.json: v2 inference requests the version must answer before READY
+MAX_WARMUP_FILES = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +70,19 @@ def scan_one(repository: Path, name: str) -> ModelSource | None:
     if not path.is_dir():
         return None
     return ModelSource(name=name, path=path, versions=_versions(path))
+
+
+def warmup_files(version_dir: Path) -> list[Path]:
+    """The warmup request files of a version, in name order (``1.json`` before ``2.json`` only if
+    named so: use zero-padded names for a numeric order). Raises ConfigError when there are more
+    than MAX_WARMUP_FILES."""
+    folder = version_dir / WARMUP_DIR
+    if not folder.is_dir():
+        return []
+    files = sorted(p for p in folder.iterdir() if p.suffix == ".json" and p.is_file() and not p.name.startswith("."))
+    if len(files) > MAX_WARMUP_FILES:
+        raise ConfigError(f"{folder} has {len(files)} warmup files; at most {MAX_WARMUP_FILES} are run")
+    return files
 
 
 Fingerprint = tuple[tuple[str, int, int], ...]

@@ -86,10 +86,10 @@ class GrpcService:
 
     async def model_infer(self, msg: Any, context: Context) -> Any:
         deadline = _deadline(context)
+        name, version = _model_name(msg.model_name), parse_version(msg.model_version)
         request = codec.decode_infer_request(msg)
-        version = parse_version(msg.model_version)
         label = _label(context, version, request.parameters.get(names.LABEL_PARAMETER))
-        with self._manager.acquire(_model_name(msg.model_name), version, label) as handle:
+        with self._manager.acquire(name, version, label) as handle:
             response = await handle.infer(request, deadline)
         return codec.encode_infer_response(response, request)
 

@@ -62,9 +62,9 @@ class V2Endpoints:
         return 200, rest.dumps({"name": name, "ready": True}), JSON
 
     async def infer(self, request: Request) -> Reply:
+        version = parse_version(request.params)
         json_length = binary.header_length(request.header(binary.HEADER), len(request.body))
         infer_request = rest.decode_infer_request(request.body, json_length)
-        version = parse_version(request.params)
         label = self._label(request, version, infer_request.parameters.get(names.LABEL_PARAMETER))
         with self._manager.acquire(request.params["model"], version, label) as handle:
             response = await handle.infer(infer_request)

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from modelserve.config.model import DEFAULT, VersionPolicy, load_model_config
+from modelserve.config.model import DEFAULT, VersionPolicy, Warmup, load_model_config
 from modelserve.config.server import ServerConfig
 from modelserve.errors import ConfigError
 
@@ -36,6 +37,8 @@ version_labels: {stable: 1, canary: 3}
 """,
     )
     assert config.version_labels == {"stable": 1, "canary": 3}
+    assert _load(tmp_path, "warmup: off") == replace(DEFAULT, warmup=Warmup(samples=False))
+    assert _load(tmp_path, "warmup: {generate: 2}").warmup == Warmup(samples=True, generate=2)
     assert config.runtime == "onnx" and config.artifact == "net.onnx" and config.threads == 2
     assert config.version_policy == VersionPolicy(kind="specific", specific=(1, 3))
     assert config.signature is not None and config.signature.inputs[0].shape == (-1, 4)
@@ -59,6 +62,10 @@ version_labels: {stable: 1, canary: 3}
         ("version_labels: {'42': 1}", ["version label '42'", "not a number"]),
         ("version_labels: {'a/b': 1}", ["version label 'a/b'"]),
         ("version_labels: [stable]", ["version_labels must be a mapping"]),
+        ("warmup: {generate: -1}", ["generate", ">= 0", "-1"]),
+        ("warmup: {generate: 5000}", ["warmup.generate", "at most 1000"]),
+        ("warmup: {samples: maybe}", ["samples", "'maybe'"]),
+        ("warmup: {count: 3}", ["warmup has unknown key", "'count'"]),
         ("[unclosed", ["not valid YAML"]),
         ("- a list", ["must be a mapping"]),
     ],

@@ -22,9 +22,9 @@ import numpy as np
 
 from modelserve.config.model import ModelConfig, load_model_config
 from modelserve.core import warmup
+from modelserve.core.loading import load_version
 from modelserve.core.policy import select_versions
 from modelserve.core.pool import Pool
-from modelserve.core.signature import Adapter, adapt
 from modelserve.core.validation import Plan
 from modelserve.errors import (
     ConfigError,
@@ -39,8 +39,7 @@ from modelserve.errors import (
     VersionNotFound,
 )
 from modelserve.repository.layout import Fingerprint, ModelSource, fingerprint, scan, scan_one
-from modelserve.runtimes.base import DEFAULT_SIGNATURE, MultiSignatureRuntime, Runtime
-from modelserve.runtimes.registry import resolve
+from modelserve.runtimes.base import MultiSignatureRuntime, Runtime
 from modelserve.types import (
     IndexEntry,
     InferRequest,
@@ -60,6 +59,7 @@ class ModelVersion:
     version: int
     path: Path
     files: Fingerprint = ()  # the version directory's files when it was loaded: a reload keeps it only if unchanged
+    checksums: Mapping[str, str] | None = None  # what the registry recorded; verified before loading
     state: ModelState = ModelState.LOADING
     reason: str = ""
     runtime: Runtime | None = None
@@ -534,40 +534,8 @@ def _load_failure(name: str, model: Model, failed: list[ModelVersion]) -> str:
 def _load_blocking(
     mv: ModelVersion, config: ModelConfig, trust_code: bool, decode_sample: warmup.SampleDecoder | None
 ) -> tuple[Runtime, ModelMetadata, dict[str, Plan]]:
-    resolved = resolve(mv.path, config)
-    if resolved.entry.runs_code and not trust_code:
-        raise LoadError(
-            f"{resolved.artifact.name} is Python code, which runs with the server's rights; it is loaded only "
-            "when the server is started with --trust-code (or MODELSERVE_TRUST_CODE=on)"
-        )
-    runtime = resolved.runtime()
-    native = runtime.load(resolved.artifact, config)
-    try:
-        adapter = adapt(native, config.signature)
-        metadata = ModelMetadata(mv.model, (mv.version,), runtime.platform, adapter.public, config.metadata)
-        plans = _plans(mv, runtime, adapter)
-        todo = warmup.requests(mv.path, config.warmup, adapter.public, decode_sample)
-        if todo:
-            started = time.perf_counter()
-            warmup.run(runtime, plans, todo, mv.label)
-            log.info("model %s warmed up with %d request(s) in %.0f ms", mv.label, len(todo), _ms(started))
-    except BaseException:
-        runtime.unload()  # a version that will not serve must not hold its memory
-        raise
-    return runtime, metadata, plans
-
-
-def _plans(mv: ModelVersion, runtime: Runtime, adapter: Adapter) -> dict[str, Plan]:
-    plan = Plan(f"{mv.label}", adapter)
-    if not isinstance(runtime, MultiSignatureRuntime):
-        return {DEFAULT_SIGNATURE: plan}
-    # config.yaml's signature overrides apply to the default signature only (the first); the
-    # others keep the model's own names and datatypes
-    default, *others = runtime.signatures().items()
-    plans = {default[0]: plan}
-    plans.update((name, Plan(f"{mv.label} signature {name!r}", adapt(s, None))) for name, s in others)
-    return plans
-
-
-def _ms(started: float) -> float:
-    return (time.perf_counter() - started) * 1000
+    loaded = load_version(
+        mv.path, mv.label, config, trust_code=trust_code, decode_sample=decode_sample, checksums=mv.checksums
+    )
+    metadata = ModelMetadata(mv.model, (mv.version,), loaded.runtime.platform, loaded.signature, config.metadata)
+    return loaded.runtime, metadata, loaded.plans

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from modelserve.config.server import ServerConfig
+from modelserve.core.catalog import Catalog, ManifestCatalog, PolicyCatalog, RegistryCatalog
 from modelserve.core.manager import ModelManager
 from modelserve.core.pool import Pool
 from modelserve.protocol.v2 import rest
+from modelserve.repository.registry import RegistryStore, Stage, default_url
 from modelserve.server.grpc.service import GrpcService
 from modelserve.server.http.app import HttpApp
 from modelserve.server.http.repository import RepositoryEndpoints
@@ -17,7 +21,9 @@ from modelserve.types import InferRequest
 
 def build_server(config: ServerConfig) -> Server:
     pool = Pool(config.inference_threads)
-    manager = ModelManager(pool, config.repository, config.trust_code, decode_sample=_decode_sample)
+    manager = ModelManager(
+        pool, config.repository, config.trust_code, decode_sample=_decode_sample, catalog=build_catalog(config)
+    )
     routes = (
         V2Endpoints(manager).routes()
         + RepositoryEndpoints(manager, config.control_api).routes()
@@ -25,6 +31,16 @@ def build_server(config: ServerConfig) -> Server:
     )
     grpc_handler = GrpcService(manager, config.control_api).handler()
     return Server(config, manager, pool, HttpApp(routes, config.max_request_bytes), grpc_handler)
+
+
+def build_catalog(config: ServerConfig) -> Catalog:
+    """What decides the served versions: a manifest, the registry, or each config.yaml's policy."""
+    if config.manifest:
+        return ManifestCatalog(Path(config.manifest))
+    if config.registry or config.registry_url:
+        store = RegistryStore(config.registry_url or default_url(config.repository))
+        return RegistryCatalog(store, Stage(config.stage))
+    return PolicyCatalog()
 
 
 def _decode_sample(body: bytes) -> InferRequest:

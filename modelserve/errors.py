@@ -18,6 +18,7 @@ class ErrorCode(enum.Enum):
     PAYLOAD_TOO_LARGE = "payload_too_large"  # request body or message over the limit
     RESOURCE_EXHAUSTED = "resource_exhausted"  # queue full, too many requests
     UNIMPLEMENTED = "unimplemented"  # valid, but a feature we do not offer
+    GONE = "gone"  # a version that was retired on purpose (archived in the registry)
     DEADLINE_EXCEEDED = "deadline_exceeded"  # the client's deadline passed before the work ran
     PERMISSION_DENIED = "permission_denied"  # an operation this server is configured to refuse
     INTERNAL = "internal"  # our bug or a runtime exception
@@ -43,6 +44,12 @@ class ModelNotFound(ModelServeError, LookupError):
 
 class VersionNotFound(ModelNotFound):
     pass
+
+
+class VersionGone(ModelNotFound):
+    """A retired version: the message names the one that replaced it."""
+
+    code = ErrorCode.GONE
 
 
 class ModelNotReady(ModelServeError):

@@ -11,6 +11,7 @@ import click
 
 from modelserve import __version__
 from modelserve.bootstrap import build_server
+from modelserve.cli.registry import registry
 from modelserve.config.server import ServerConfig
 from modelserve.errors import ModelServeError
 
@@ -44,6 +45,30 @@ def main() -> None:
     default=None,
     help="Seconds between polls of the repository for changed, new and removed models; 0: no hot reload. [default: 2]",
 )
+@click.option(
+    "--registry",
+    is_flag=True,
+    default=None,
+    help="Serve the versions the model registry has in --stage, verified by checksum, instead of each "
+    "config.yaml's version policy.",
+)
+@click.option(
+    "--registry-url",
+    default=None,
+    help="The registry's database (implies --registry). [default: sqlite:///REPOSITORY/.modelserve/registry.db]",
+)
+@click.option(
+    "--stage",
+    type=click.Choice(["production", "staging"]),
+    default=None,
+    help="The registry stage this server serves. [default: production]",
+)
+@click.option(
+    "--manifest",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    default=None,
+    help="Serve exactly the versions a manifest (modelserve registry export) lists, checksums verified.",
+)
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default=None)
 def serve(
     repository: Path,
@@ -53,6 +78,10 @@ def serve(
     control_api: str | None,
     trust_code: bool | None,
     watch_interval: float | None,
+    registry: bool | None,
+    registry_url: str | None,
+    stage: str | None,
+    manifest: Path | None,
     log_level: str | None,
 ) -> None:
     """Serve every model under REPOSITORY (REPOSITORY/<model>/<version>/<artifact>)."""
@@ -63,6 +92,10 @@ def serve(
         "control_api": None if control_api is None else control_api == "on",
         "trust_code": trust_code,
         "watch_interval": watch_interval,
+        "registry": registry,
+        "registry_url": registry_url,
+        "stage": stage,
+        "manifest": None if manifest is None else str(manifest),
         "log_level": log_level,
     }
     try:
@@ -74,7 +107,10 @@ def serve(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    server = build_server(config)
+    try:
+        server = build_server(config)
+    except ModelServeError as exc:
+        raise click.UsageError(exc.message) from None
     try:
         _run(server.run_until_signal())
     except (ModelServeError, OSError) as exc:
@@ -90,3 +126,6 @@ def _run(coro: object) -> None:
         asyncio.run(coro)  # type: ignore[arg-type]
     else:
         uvloop.run(coro)  # type: ignore[arg-type]
+
+
+main.add_command(registry)

@@ -22,6 +22,12 @@ class ServerConfig:
     trust_code: bool = False  # load models given as Python code (model.py), which run with the server's rights
     # seconds between polls of the repository for changed, new and removed models (hot reload); 0: off
     watch_interval: float = 2.0
+    # serve what the model registry's stage says (and verify registered checksums) instead of
+    # each config.yaml's version policy; the database defaults to REPOSITORY/.modelserve/registry.db
+    registry: bool = False
+    registry_url: str = ""  # an SQLAlchemy URL (sqlite:///..., postgresql+psycopg://...); implies registry
+    stage: str = "production"  # the stage a registry server serves: production or staging
+    manifest: str = ""  # a manifest file (registry export): serve exactly the versions it lists
     inference_threads: int = 0  # threads running runtimes; 0 = CPUs this process may use
     log_level: str = "info"
 
@@ -34,6 +40,10 @@ class ServerConfig:
             raise ConfigError(f"max_request_bytes must be >= 1, got {self.max_request_bytes}")
         if self.watch_interval < 0:
             raise ConfigError(f"watch_interval must be >= 0 seconds, got {self.watch_interval}")
+        if self.stage not in ("production", "staging"):
+            raise ConfigError(f"stage must be production or staging, got {self.stage!r}")
+        if self.manifest and (self.registry or self.registry_url):
+            raise ConfigError("serve either from a manifest or from the registry, not both")
         if self.inference_threads < 0:
             raise ConfigError(f"inference_threads must be >= 0, got {self.inference_threads}")
 

@@ -11,9 +11,10 @@ import asyncio
 import gc
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Iterable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import cast
@@ -22,8 +23,8 @@ import numpy as np
 
 from modelserve.config.model import ModelConfig, load_model_config
 from modelserve.core import warmup
+from modelserve.core.catalog import Catalog, Decision, PolicyCatalog
 from modelserve.core.loading import load_version
-from modelserve.core.policy import select_versions
 from modelserve.core.pool import Pool
 from modelserve.core.validation import Plan
 from modelserve.errors import (
@@ -36,6 +37,7 @@ from modelserve.errors import (
     ModelNotReady,
     ModelServeError,
     RuntimeFailure,
+    VersionGone,
     VersionNotFound,
 )
 from modelserve.repository.layout import Fingerprint, ModelSource, fingerprint, scan, scan_one
@@ -94,12 +96,18 @@ class Model:
     error: str = ""  # why no version can be served at all (bad config, no version directories)
     # why the last reload failed while this model kept serving; cleared by a successful reload
     reload_error: str = ""
+    labels: Mapping[str, int] = field(default_factory=dict)  # version labels (config.yaml, registry stages)
+    retired: Mapping[int, int | None] = field(default_factory=dict)  # archived version -> its replacement
+    # versions scheduled for retirement: (deprecated since, retires at)
+    sunset: Mapping[int, tuple[datetime, datetime]] = field(default_factory=dict)
+    unserved: Mapping[int, str] = field(default_factory=dict)  # other known versions: why they do not serve
 
     def labelled(self, label: str) -> int:
-        """The version ``label`` names in config.yaml's version_labels. Raises VersionNotFound."""
-        version = self.config.version_labels.get(label)
+        """The version ``label`` names (config.yaml's version_labels, the registry's stage).
+        Raises VersionNotFound, or ModelNotReady when that version is not loaded."""
+        version = self.labels.get(label)
         if version is None:
-            known = sorted(self.config.version_labels)
+            known = sorted(self.labels)
             raise VersionNotFound(f"model {self.name!r} has no version label {label!r}; its labels are {known}")
         if version not in self.versions:
             raise ModelNotReady(
@@ -107,6 +115,17 @@ class Model:
                 f"(the version policy selects {sorted(self.versions)})"
             )
         return version
+
+    def missing(self, version: int) -> ModelServeError:
+        """The error for a request naming a version that does not serve: 410 for a retired one."""
+        if version in self.retired:
+            replaced_by = self.retired[version]
+            successor = f"; version {replaced_by} replaced it" if replaced_by else ""
+            return VersionGone(f"model {self.name!r} version {version} is archived{successor}")
+        why = self.unserved.get(version)
+        if why is not None:
+            return VersionNotFound(f"model {self.name!r} version {version} is {why}")
+        return VersionNotFound(f"model {self.name!r} has no version {version}; it has {sorted(self.versions)}")
 
     def default_version(self) -> ModelVersion:
         """The version an unversioned request gets. Raises ModelNotReady with the states seen."""
@@ -129,9 +148,10 @@ class Model:
 class Handle:
     """One READY version pinned for one request: ``with manager.acquire(m) as h: await h.infer(r)``."""
 
-    __slots__ = ("_job", "_mv", "_pool", "_released")
+    __slots__ = ("_job", "_model", "_mv", "_pool", "_released")
 
-    def __init__(self, mv: ModelVersion, pool: Pool) -> None:
+    def __init__(self, model: Model, mv: ModelVersion, pool: Pool) -> None:
+        self._model = model
         self._mv = mv
         self._pool = pool
         self._released = False
@@ -141,6 +161,11 @@ class Handle:
     @property
     def version(self) -> int:
         return self._mv.version
+
+    @property
+    def sunset(self) -> tuple[datetime, datetime] | None:
+        """(deprecated since, retires at) when this version is scheduled for retirement, else None."""
+        return self._model.sunset.get(self._mv.version) if self._model.sunset else None
 
     @property
     def metadata(self) -> ModelMetadata:
@@ -226,6 +251,7 @@ class ModelManager:
         repository: Path,
         trust_code: bool = False,
         decode_sample: warmup.SampleDecoder | None = None,
+        catalog: Catalog | None = None,
     ) -> None:
         """``decode_sample`` turns a warmup file (``<version>/warmup/*.json``) into a request; without
         one, a version that ships warmup files fails to load rather than skip them silently."""
@@ -233,6 +259,7 @@ class ModelManager:
         self.repository = repository
         self._trust_code = trust_code  # load model-as-code (model.py), which runs arbitrary Python
         self._decode_sample = decode_sample
+        self.catalog: Catalog = catalog if catalog is not None else PolicyCatalog()
         self._models: dict[str, Model] = {}
         self._locks: dict[str, asyncio.Lock] = {}  # one load/unload at a time per model name
         self.ready = False  # True once the first repository load has settled
@@ -256,14 +283,14 @@ class ModelManager:
         if version is None and label is not None:
             version = model.labelled(label)
         if version is None:
-            return Handle(model.default_version(), self._pool)
+            return Handle(model, model.default_version(), self._pool)
         mv = model.versions.get(version)
         if mv is None:
-            raise VersionNotFound(f"model {name!r} has no version {version}; it has {sorted(model.versions)}")
+            raise model.missing(version)
         if mv.state is not ModelState.READY:
             reason = f": {mv.reason}" if mv.reason else ""
             raise ModelNotReady(f"model {mv.label} is {mv.state.value}{reason}")
-        return Handle(mv, self._pool)
+        return Handle(model, mv, self._pool)
 
     def statuses(self, name: str) -> list[VersionStatus]:
         model = self.model(name)
@@ -305,45 +332,39 @@ class ModelManager:
         return scan(self.repository)
 
     async def load_repository(self, sources: Iterable[ModelSource]) -> None:
-        """Load what each source's policy selects, concurrently. Returns when every load settled."""
-        loads = []
+        """Load what the catalog selects of each source, concurrently. Returns when every load settled."""
+        loads: list[Awaitable[None]] = []
         for source in sources:
-            model, selected = self._declare(source)
+            model, decision = await asyncio.to_thread(self._declare, source)
             self._models[source.name] = model
-            for version in selected:
-                mv = ModelVersion(source.name, version, path := source.versions[version], fingerprint(path))
-                model.versions[version] = mv
-                if model.error:
-                    self._fail(mv, model.error)
-                else:
-                    loads.append(self._load(mv, model.config))
+            _, fresh = self._plan_reload(None, model, source, decision)
+            model.versions = {mv.version: mv for mv in fresh}
+            loads.extend(self._start(mv, model, decision) for mv in fresh)
         await asyncio.gather(*loads)
         self.ready = True
 
     async def load_model(self, name: str) -> None:
         """Load, or reload, one model from the repository directory, without dropping requests.
 
-        Versions the policy selects load beside the serving ones; then the model switches over at
-        once and retired versions drain and unload. A READY version whose files and config are
-        unchanged is kept as is. If any selected version fails, a model that was serving keeps
-        serving exactly as before. ``name`` must already be checked (protocol.names). Raises
-        ModelNotFound (no such directory) or ModelLoadFailed (with each failure's reason).
+        Versions the catalog selects load beside the serving ones; then the model switches over
+        at once and retired versions drain and unload. A READY version whose files, checksums and
+        config are unchanged is kept as is. If any selected version fails, a model that was
+        serving keeps serving exactly as before. ``name`` must already be checked
+        (protocol.names). Raises ModelNotFound (no such directory) or ModelLoadFailed (with each
+        failure's reason).
         """
         source = scan_one(self.repository, name)
         if source is None:
             raise ModelNotFound(f"model {name!r} is not in the repository")
         async with self._locks.setdefault(name, asyncio.Lock()):
             old = self._models.get(name)
-            new, selected = self._declare(source)
-            keep, fresh = self._plan_reload(old, new, source, selected)
-            if new.error:
-                for mv in fresh:
-                    self._fail(mv, new.error)
-            else:
-                await asyncio.gather(*(self._load(mv, new.config) for mv in fresh))
+            new, decision = await asyncio.to_thread(self._declare, source)
+            keep, fresh = self._plan_reload(old, new, source, decision)
+            await asyncio.gather(*(self._start(mv, new, decision) for mv in fresh))
             failed = [mv for mv in fresh if mv.state is ModelState.FAILED]
+            broken = bool(failed) or (bool(new.error) and decision.mistake)
             serving = old is not None and any(mv.state is ModelState.READY for mv in old.versions.values())
-            if (failed or new.error) and serving:
+            if broken and serving:
                 assert old is not None
                 await asyncio.gather(*(self._retire(mv) for mv in fresh if mv.state is ModelState.READY))
                 message = _load_failure(name, new, failed)
@@ -354,8 +375,17 @@ class ModelManager:
             if old is not None:
                 kept = set(map(id, keep.values()))
                 await asyncio.gather(*(self._retire(mv) for mv in old.versions.values() if id(mv) not in kept))
-            if failed or new.error or not new.versions:
+            if broken or (not new.versions and decision.mistake):
                 raise ModelLoadFailed(_load_failure(name, new, failed))
+
+    async def _start(self, mv: ModelVersion, model: Model, decision: Decision) -> None:
+        """Load ``mv``, or fail it at once when the model or the catalog says it cannot serve."""
+        refused = decision.refused.get(mv.version)
+        if model.error or refused:
+            self._fail(mv, model.error or refused or "")
+            await self._record("load_failed", mv)
+            return
+        await self._load(mv, model.config)
 
     @staticmethod
     def _keep_serving(old: Model, failed: list[ModelVersion], message: str) -> None:
@@ -373,26 +403,29 @@ class ModelManager:
 
     @staticmethod
     def _plan_reload(
-        old: Model | None, new: Model, source: ModelSource, selected: list[int]
+        old: Model | None, new: Model, source: ModelSource, decision: Decision
     ) -> tuple[dict[int, ModelVersion], list[ModelVersion]]:
         """Which serving versions stay as they are, and which versions must load afresh."""
         keep: dict[int, ModelVersion] = {}
         fresh = []
-        for version in selected:
+        for version in decision.selected:
             current = old.versions.get(version) if old is not None else None
-            path = source.versions[version]
+            path = source.versions.get(version, source.path / str(version))
             files = fingerprint(path)
+            checksums = decision.checksums.get(version)
             if (
                 current is not None
                 and old is not None
                 and current.state is ModelState.READY
                 and current.path == path
                 and current.files == files
+                and current.checksums == checksums
+                and version not in decision.refused
                 and _same_load_config(old.config, new.config)
             ):
                 keep[version] = current
             else:
-                fresh.append(ModelVersion(source.name, version, path, files))
+                fresh.append(ModelVersion(source.name, version, path, files, checksums))
         return keep, fresh
 
     async def unload_model(self, name: str, timeout: float | None = 30.0) -> None:
@@ -446,30 +479,41 @@ class ModelManager:
             await self._pool.load(_unload_blocking, runtime, collect)
         mv.state, mv.reason = ModelState.UNLOADED, "unloaded"
         log.info("unloaded model %s", mv.label)
+        if collect:  # not at shutdown: the process is going, and so may the registry's connections
+            await self._record("unload", mv)
 
-    def _declare(self, source: ModelSource) -> tuple[Model, list[int]]:
+    def _declare(self, source: ModelSource) -> tuple[Model, Decision]:
+        """The model as config.yaml and the catalog describe it, without versions yet. Blocks."""
         try:
             config = load_model_config(source.config_path)
         except Exception as exc:  # one bad config must not stop the other models loading
             message = exc.message if isinstance(exc, ModelServeError) else f"cannot read config.yaml: {exc!r}"
             log.error("model %r: %s", source.name, message)
-            return Model(source.name, ModelConfig(), error=message), list(source.versions)[-1:]
-        model = Model(source.name, config)
-        selected = select_versions(source.versions, config.version_policy)
-        if not source.versions:
-            model.error = f"{source.path} has no version directories (expected {source.path}/<version>/)"
-            log.error("model %r: %s", source.name, model.error)
-        elif not selected:
-            model.error = f"version_policy selects none of the versions {list(source.versions)}"
-            log.error("model %r: %s", source.name, model.error)
-        for label, version in config.version_labels.items():
-            if version not in selected:
+            return Model(source.name, ModelConfig(), error=message), Decision(list(source.versions)[-1:])
+        try:
+            decision = self.catalog.decide(source, config)
+        except ModelServeError as exc:
+            log.error("model %r: the catalog cannot say what to serve: %s", source.name, exc.message)
+            return Model(source.name, config, error=exc.message), Decision([])
+        model = Model(
+            source.name,
+            config,
+            error=decision.error,
+            labels=decision.labels,
+            retired=decision.retired,
+            sunset=decision.sunset,
+            unserved=decision.unserved,
+        )
+        if decision.error:
+            log.log(logging.ERROR if decision.mistake else logging.INFO, "model %r: %s", source.name, decision.error)
+        for label, version in decision.labels.items():
+            if version not in decision.selected:
                 log.warning(
-                    "model %r: version label %r names version %s, which the version policy does not select %s; "
+                    "model %r: version label %r names version %s, which is not selected to serve %s; "
                     "requests for the label get 503",
-                    source.name, label, version, selected,
+                    source.name, label, version, decision.selected,
                 )  # fmt: skip
-        return model, selected
+        return model, decision
 
     async def _load(self, mv: ModelVersion, config: ModelConfig) -> None:
         started = time.perf_counter()
@@ -479,16 +523,26 @@ class ModelManager:
             )
         except LoadError as exc:
             self._fail(mv, exc.message)
+            await self._record("load_failed", mv)
             return
         except Exception as exc:
             log.exception("model %s failed to load", mv.label)
             self._fail(mv, f"unexpected {type(exc).__name__} while loading: {exc}")
+            await self._record("load_failed", mv)
             return
         mv.runtime, mv.metadata, mv.plans = runtime, metadata, plans
         mv.plan = next(iter(plans.values()))
         mv.signatures = {name: plan.signature for name, plan in plans.items()}
         mv.state = ModelState.READY
         log.info("model %s READY (%s) in %.2f s", mv.label, metadata.platform, time.perf_counter() - started)
+        await self._record("load", mv)
+
+    async def _record(self, action: str, mv: ModelVersion) -> None:
+        """Tell the catalog (the registry's audit log, when serving from one); never fails the caller."""
+        try:
+            await asyncio.to_thread(self.catalog.record, action, mv.model, mv.version, mv.reason)
+        except Exception:
+            log.exception("could not record %s of model %s", action, mv.label)
 
     @staticmethod
     def _fail(mv: ModelVersion, reason: str) -> None:

@@ -11,6 +11,10 @@ version directory that is still being copied (its files still growing) is never 
 written. Publishing atomically is still best: write the version elsewhere on the same file system
 and ``mv`` it into place.
 
+When the server follows the registry (``serve --registry``), every poll also reads the
+registry's stages; a change (a promotion, a rollback, a retirement scheduled) makes every model
+converge at once: the catalog decides, and unchanged versions are kept as they are.
+
 Polling, not inotify: it works the same on network and container file systems, costs a few stats
 per file per interval, and a change is served within about two intervals.
 """
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Hashable
 
 from modelserve.core.manager import ModelManager
 from modelserve.errors import ModelServeError
@@ -33,11 +38,13 @@ class RepositoryWatcher:
         self._interval = interval
         self._applied: dict[str, Fingerprint] = {}  # what the served state was built from
         self._seen: dict[str, Fingerprint] = {}  # the previous poll's, to tell a settled change
+        self._catalog: Hashable = None  # the catalog's state (registry stages) the served state follows
 
     def prime(self) -> None:
         """Record the repository as the initial load sees it: only later changes reload."""
         self._applied = self._snapshot()
         self._seen = dict(self._applied)
+        self._catalog = self._manager.catalog.snapshot()
 
     async def run(self) -> None:
         """Poll until cancelled. A failing poll is logged and the next one tries again."""
@@ -52,13 +59,18 @@ class RepositoryWatcher:
 
     async def poll(self) -> None:
         current = await asyncio.to_thread(self._snapshot)
+        catalog = await asyncio.to_thread(self._manager.catalog.snapshot)
+        catalog_changed = catalog != self._catalog
+        self._catalog = catalog
         settled = {name: fp for name, fp in current.items() if self._seen.get(name) == fp}
         self._seen = current
         for name, fp in settled.items():
-            if self._applied.get(name) == fp:
+            files_changed = self._applied.get(name) != fp
+            if not files_changed and not catalog_changed:
                 continue
             self._applied[name] = fp  # a failed load is not retried until the files change again
-            log.info("model %r changed on disk; reloading", name)
+            why = "changed on disk" if files_changed else "may serve other versions (the registry changed)"
+            log.info("model %r %s; reloading", name, why)
             try:
                 await self._manager.load_model(name)
             except ModelServeError as exc:

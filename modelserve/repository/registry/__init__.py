@@ -4,11 +4,22 @@ Persistence only (SQLite or PostgreSQL through SQLAlchemy, schema by Alembic mig
 ``migrations/``); it decides nothing about serving. See ``store.py`` for the contract.
 """
 
+from pathlib import Path
+
 from modelserve.repository.registry.errors import RegistryConflict, RegistryError
 from modelserve.repository.registry.records import AuditAction, AuditEntry, ModelSummary, RegisteredVersion, Stage
 from modelserve.repository.registry.store import RegistryStore
 
+REGISTRY_DIR = ".modelserve"  # hidden: the repository scan and the hot-reload fingerprint skip it
+
+
+def default_url(repository: Path) -> str:
+    """The registry that belongs to a repository directory: ``REPOSITORY/.modelserve/registry.db``."""
+    return f"sqlite:///{(repository / REGISTRY_DIR / 'registry.db').absolute()}"
+
+
 __all__ = [
+    "REGISTRY_DIR",
     "AuditAction",
     "AuditEntry",
     "ModelSummary",
@@ -17,4 +28,5 @@ __all__ = [
     "RegistryError",
     "RegistryStore",
     "Stage",
+    "default_url",
 ]

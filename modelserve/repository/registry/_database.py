@@ -16,6 +16,7 @@ Anything else raises ConfigError naming the URL (password hidden) and what is ac
 
 from __future__ import annotations
 
+import logging
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -116,9 +117,14 @@ def migrate(engine: Engine) -> None:
         if connection.dialect.name == "postgresql":
             connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
         config.attributes["connection"] = connection
+        # alembic logs its dialect at INFO on every open (and each step): too chatty for a server log
+        quiet = logging.getLogger("alembic.runtime.migration")
+        level, quiet.level = quiet.level, max(quiet.getEffectiveLevel(), logging.WARNING)
         try:
             command.upgrade(config, "head")
         except CommandError as exc:  # e.g. a revision this code does not know: a newer modelserve
             raise RegistryError(
                 f"migrate registry {shown(engine.url)}: {exc}; is the database from a newer modelserve?"
             ) from exc
+        finally:
+            quiet.setLevel(level)

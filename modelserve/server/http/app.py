@@ -13,6 +13,8 @@ import logging
 import re
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from email.utils import format_datetime
 from typing import Any
 
 from modelserve.errors import ErrorCode, InvalidInput, ModelServeError, RequestTooLarge
@@ -135,6 +137,18 @@ class HttpApp:
             )  # fmt: skip
             return 500, encode_error(f"internal error (request id {request_id})"), JSON
         return http_status(exc.code), encode_error(exc.message), JSON
+
+
+def retirement_headers(sunset: tuple[datetime, datetime] | None) -> Headers:
+    """``Deprecation`` (RFC 9745: ``@`` epoch seconds) and ``Sunset`` (RFC 8594: an HTTP date) for a
+    version scheduled for retirement; none otherwise."""
+    if sunset is None:
+        return []
+    deprecated, retires = sunset
+    return [
+        (b"deprecation", f"@{int(deprecated.timestamp())}".encode()),
+        (b"sunset", format_datetime(retires.astimezone(UTC), usegmt=True).encode()),
+    ]
 
 
 def parse_version(params: dict[str, str]) -> int | None:

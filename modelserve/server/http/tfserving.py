@@ -6,7 +6,7 @@ from modelserve.core.manager import Handle, ModelManager
 from modelserve.errors import ModelNotReady, Unsupported
 from modelserve.protocol.names import parse_label
 from modelserve.protocol.tfserving import rest as tf
-from modelserve.server.http.app import JSON, Reply, Request, Route, parse_version
+from modelserve.server.http.app import JSON, Reply, Request, Route, parse_version, retirement_headers
 
 _MODEL = r"/v1/models/(?P<model>[^/:]+)(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?"
 
@@ -45,7 +45,8 @@ class TfServingEndpoints:
         with self._acquire(request) as handle:
             infer_request, rows = tf.decode_predict_request(request.body, handle.signatures)
             response = await handle.infer(infer_request)
-        return 200, tf.encode_predict_response(response, rows), JSON
+            retiring = retirement_headers(handle.sunset)
+        return 200, tf.encode_predict_response(response, rows), JSON + retiring
 
     def _acquire(self, request: Request) -> Handle:
         params = request.params

@@ -7,7 +7,7 @@ from modelserve.core.manager import ModelManager
 from modelserve.errors import ModelNotReady
 from modelserve.protocol import names
 from modelserve.protocol.v2 import binary, rest
-from modelserve.server.http.app import JSON, Reply, Request, Route, parse_version
+from modelserve.server.http.app import JSON, Reply, Request, Route, parse_version, retirement_headers
 from modelserve.server.info import EXTENSIONS, SERVER_NAME
 
 _MODEL = r"/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?"
@@ -68,7 +68,8 @@ class V2Endpoints:
         label = self._label(request, version, infer_request.parameters.get(names.LABEL_PARAMETER))
         with self._manager.acquire(request.params["model"], version, label) as handle:
             response = await handle.infer(infer_request)
+            retiring = retirement_headers(handle.sunset)
         body, header_length = rest.encode_infer_response(response, infer_request)
         if header_length is None:
-            return 200, body, JSON
-        return 200, body, [(b"content-type", _OCTETS), (binary.HEADER.encode(), str(header_length).encode())]
+            return 200, body, JSON + retiring
+        return 200, body, [(b"content-type", _OCTETS), (binary.HEADER.encode(), str(header_length).encode()), *retiring]

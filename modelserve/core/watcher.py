@@ -15,21 +15,29 @@ When the server follows the registry (``serve --registry``), every poll also rea
 registry's stages; a change (a promotion, a rollback, a retirement scheduled) makes every model
 converge at once: the catalog decides, and unchanged versions are kept as they are.
 
-Polling, not inotify: it works the same on network and container file systems, costs a few stats
-per file per interval, and a change is served within about two intervals.
+File-system events (watchfiles: inotify, FSEvents, ReadDirectoryChangesW) wake the watcher as soon
+as something changes, so a published version serves within about a second; the timed poll is the
+fallback where events do not arrive (network file systems, some container mounts) and costs a few
+stats per file per interval: without events a change serves within about two intervals.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Hashable
+from pathlib import Path
 
 from modelserve.core.manager import ModelManager
 from modelserve.errors import ModelServeError
 from modelserve.repository.layout import Fingerprint, fingerprint, scan
 
 log = logging.getLogger(__name__)
+
+# after a file-system event: how long files must stay unchanged to be loaded (a copy in progress
+# that pauses longer is caught by the next event: a version that fails to load never serves)
+SETTLE_S = 1.0
 
 
 class RepositoryWatcher:
@@ -47,15 +55,57 @@ class RepositoryWatcher:
         self._catalog = self._manager.catalog.snapshot()
 
     async def run(self) -> None:
-        """Poll until cancelled. A failing poll is logged and the next one tries again."""
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                await self.poll()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("repository poll failed; retrying in %s s", self._interval)
+        """Poll until cancelled: every ``interval`` seconds, and soon after a file-system event.
+
+        File-system events (inotify and its kin, through watchfiles) make a change serve within a
+        fraction of a second; the timed poll is the fallback where events do not arrive (network
+        file systems, some container mounts) and the clock for registry changes. A failing poll is
+        logged and the next one tries again."""
+        wake, stop = asyncio.Event(), asyncio.Event()
+        events = asyncio.create_task(self._events(wake, stop))
+        try:
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), self._interval)
+                if wake.is_set():
+                    # a change is happening: look now, then again shortly, which loads it once
+                    # its files stopped changing (a copy in progress keeps sending events)
+                    wake.clear()
+                    await self._poll_logged()
+                    await asyncio.sleep(min(SETTLE_S, self._interval))
+                await self._poll_logged()
+        finally:
+            stop.set()  # ends the watching thread at once; cancelling alone waits for its timeout
+            events.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await events
+
+    async def _poll_logged(self) -> None:
+        try:
+            await self.poll()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("repository poll failed; retrying in %s s", self._interval)
+
+    async def _events(self, wake: asyncio.Event, stop: asyncio.Event) -> None:
+        """Set ``wake`` on every batch of file-system events under the repository; give up quietly
+        (polling goes on) where events are not available."""
+        root = self._manager.repository.resolve()
+
+        def visible(change: object, path: str) -> bool:  # hidden entries: uploads, the registry database
+            relative = Path(path).relative_to(root) if Path(path).is_relative_to(root) else Path(path)
+            return not any(part.startswith(".") for part in relative.parts)
+
+        try:
+            from watchfiles import awatch
+
+            async for _ in awatch(root, watch_filter=visible, debounce=50, step=25, stop_event=stop):
+                wake.set()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # no inotify (limits, exotic file systems): the timed poll remains
+            log.warning("file-system events unavailable (%s); polling every %s s", exc, self._interval)
 
     async def poll(self) -> None:
         current = await asyncio.to_thread(self._snapshot)

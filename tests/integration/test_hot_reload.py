@@ -210,3 +210,12 @@ def _eventually(condition: Callable[[], bool]) -> None:
             return
         time.sleep(0.05)
     raise AssertionError("condition not met in time")
+
+
+def test_file_system_events_serve_a_new_version_long_before_the_next_poll(repo: Path) -> None:
+    """With a 60 s poll, only a file-system event can get version 2 served within seconds."""
+    with testing.run(repo, watch_interval=60.0) as srv, httpx.Client(base_url=srv.http_url) as client:
+        started = time.monotonic()
+        _publish(repo, 2, lambda path: _save_onnx(path, adder_model(2.0)))
+        _eventually(lambda: client.get("/v2/models/adder/versions/2/ready").status_code == 200)
+        assert time.monotonic() - started < SERVED_WITHIN

@@ -165,6 +165,8 @@ class ManifestEntry:
     version: int
     checksums: Mapping[str, str]
     config_sha256: str | None  # of the model's config.yaml; None: the model had none
+    format: str = ""  # the runtime's name, to check ``libraries`` against what serves here
+    libraries: Mapping[str, str] = field(default_factory=dict)  # what produced the artifact
 
 
 class ManifestCatalog:
@@ -191,6 +193,11 @@ class ManifestCatalog:
                 f"{source.config_path} differs from the one the manifest was exported with "
                 f"(sha256 {found or 'absent'}, manifest {entry.config_sha256 or 'absent'})"
             )
+        verdict = check(entry.libraries, serving_versions(entry.format))
+        for warning in verdict.warnings:
+            log.warning("model %r version %s: %s", source.name, entry.version, warning)
+        if not verdict.ok:
+            refused[entry.version] = "incompatible libraries: " + "; ".join(verdict.refused)
         return Decision([entry.version], checksums={entry.version: entry.checksums}, refused=refused)
 
     def snapshot(self) -> Hashable:
@@ -224,5 +231,12 @@ def _read_manifest(path: Path) -> dict[str, ManifestEntry]:
             raise ConfigError(f"{path}: models[{i}] lacks {exc}") from None
         if not isinstance(version, int) or not isinstance(checksums, dict) or name in entries:
             raise ConfigError(f"{path}: models[{i}] ({name!r}) needs a unique name, an integer version and checksums")
-        entries[str(name)] = ManifestEntry(version, {str(k): str(v) for k, v in checksums.items()}, config)
+        libraries = item.get("libraries") or {}
+        entries[str(name)] = ManifestEntry(
+            version,
+            {str(k): str(v) for k, v in checksums.items()},
+            config,
+            str(item.get("format", "")),
+            {str(k): str(v) for k, v in libraries.items()} if isinstance(libraries, dict) else {},
+        )
     return entries

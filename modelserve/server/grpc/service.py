@@ -91,6 +91,12 @@ class GrpcService:
         label = _label(context, version, request.parameters.get(names.LABEL_PARAMETER))
         with self._manager.acquire(name, version, label) as handle:
             response = await handle.infer(request, deadline)
+            sunset = handle.sunset
+        if sunset is not None:  # the REST headers' twins, as trailing metadata
+            deprecated, retires = sunset
+            context.set_trailing_metadata(
+                (("deprecation", f"@{int(deprecated.timestamp())}"), ("sunset", retires.isoformat()))
+            )
         return codec.encode_infer_response(response, request)
 
     async def model_stream_infer(self, requests: AsyncIterator[bytes], context: Context) -> AsyncIterator[bytes]:

@@ -172,7 +172,7 @@ def register_command(
 ) -> None:
     """Validate ARTIFACT (a file or a version directory) and register it as a new version of --name."""
     declared = {k: str(v) for k, v in _pairs(produced_with, "--produced-with").items()}
-    config_text = config_file.read_text(encoding="utf-8") if config_file is not None else None
+    config_text = config_file.read_bytes().decode("utf-8") if config_file is not None else None
     with _store(ctx) as store:
         try:
             done = register(

@@ -70,6 +70,10 @@ class Catalog(Protocol):
         """Note a server event (``load``, ``unload``, ``load_failed``) where the catalog keeps them."""
         ...
 
+    def close(self) -> None:
+        """Release what the catalog holds (database connections). Called once, when the server stops."""
+        ...
+
 
 class PolicyCatalog:
     """config.yaml decides: ``version_policy`` selects, ``version_labels`` name."""
@@ -87,6 +91,9 @@ class PolicyCatalog:
         return None
 
     def record(self, action: str, model: str, version: int, reason: str = "") -> None:
+        return None
+
+    def close(self) -> None:
         return None
 
 
@@ -159,6 +166,9 @@ class RegistryCatalog:
         except ModelServeError as exc:  # the audit log must not take serving down with it
             log.error("could not record %s of model %r version %s in the registry: %s", action, model, version, exc)
 
+    def close(self) -> None:
+        self._store.close()
+
 
 @dataclass(frozen=True, slots=True)
 class ManifestEntry:
@@ -204,6 +214,9 @@ class ManifestCatalog:
         return None
 
     def record(self, action: str, model: str, version: int, reason: str = "") -> None:
+        return None
+
+    def close(self) -> None:
         return None
 
 

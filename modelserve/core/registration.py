@@ -86,7 +86,8 @@ def register(
         raise InvalidInput(f"artifact {artifact} does not exist")
     model_dir = repository / name
     config_path = model_dir / CONFIG_FILE
-    existing = config_path.read_text(encoding="utf-8") if config_path.is_file() else None
+    # bytes as they are (read_text would turn CRLF into LF): a manifest hashes the file's bytes
+    existing = config_path.read_bytes().decode("utf-8") if config_path.is_file() else None
     if config_text is not None and existing is not None and config_text != existing:
         raise ConfigError(
             f"{config_path} exists and differs from the config given; every version of a model shares one "
@@ -154,7 +155,7 @@ def _copy(artifact: Path, incoming: Path) -> None:
 def _write_atomically(path: Path, text: str) -> None:
     temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
     try:
-        temporary.write_text(text, encoding="utf-8")
+        temporary.write_bytes(text.encode("utf-8"))
         os.replace(temporary, path)
     except OSError as exc:
         temporary.unlink(missing_ok=True)

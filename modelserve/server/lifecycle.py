@@ -147,6 +147,7 @@ class Server:
             await self._loading
         await self.manager.shutdown()
         self.pool.shutdown()
+        self.manager.catalog.close()  # the registry's database connections
         log.info("stopped")
 
     async def run_until_signal(self) -> None:

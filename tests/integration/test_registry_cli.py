@@ -187,6 +187,14 @@ def _inspect(path: Path, name: str, config: str | None) -> Inspection:
     return inspect_in_child(path, name, config, trust_code=False, sample=None)
 
 
+def test_a_config_is_recorded_byte_for_byte(repo: Path, artifact: Path, store: RegistryStore) -> None:
+    """A manifest hashes config.yaml's bytes, so the recorded text must keep CRLF line ends."""
+    (repo / "adder").mkdir()
+    (repo / "adder" / "config.yaml").write_bytes(b"version_policy: all\r\n")
+    cli(repo, "register", str(artifact), "--name", "adder")
+    assert store.get("adder", 1).config == "version_policy: all\r\n"
+
+
 def test_a_locked_database_leaves_registry_and_repository_unchanged(repo: Path, artifact: Path) -> None:
     url = default_url(repo)
     with RegistryStore(url, busy_timeout_ms=100) as store:

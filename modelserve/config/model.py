@@ -38,6 +38,19 @@ class Warmup:
     generate: int = 0
 
 
+DEFAULT_MAX_BATCH_SIZE = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Batching:
+    """Adaptive batching (core/batching.py); on unless ``enabled`` is false."""
+
+    enabled: bool = True
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
+    max_delay_ms: float = 0.0
+    preferred_batch_sizes: tuple[int, ...] = ()
+
+
 @dataclass(frozen=True, slots=True)
 class TensorOverride:
     """Replaces, by position, the name and optionally datatype/shape the runtime reports."""
@@ -63,6 +76,8 @@ class ModelConfig:
     # names for versions (stable: 3, canary: 4) that requests may use instead of a number
     version_labels: Mapping[str, int] = field(default_factory=dict)
     warmup: Warmup = Warmup()
+    batching: Batching = Batching()
+    instances: int = 0  # runtime calls of one version that may run at once; 0: one per inference thread
     trusted: bool = False  # allow pickle/joblib artifacts, which can run arbitrary code
     trusted_types: tuple[str, ...] = ()  # extra types skops may load
     threads: int = 1  # intra-op threads per runtime instance
@@ -73,7 +88,8 @@ class ModelConfig:
 DEFAULT = ModelConfig()
 
 _KEYS = {
-    "runtime", "artifact", "signature", "default_version", "version_policy", "version_labels", "warmup", "trusted",
+    "runtime", "artifact", "signature", "default_version", "version_policy", "version_labels", "warmup",
+    "batching", "instances", "trusted",
     "trusted_types", "threads", "metadata", "parameters",
 }  # fmt: skip
 
@@ -102,6 +118,8 @@ def parse_model_config(raw: object, where: str) -> ModelConfig:
         version_policy=_policy(doc.get("version_policy"), where),
         version_labels=_labels(doc.get("version_labels", {}), where),
         warmup=_warmup(doc.get("warmup"), where),
+        batching=_batching(doc.get("batching"), where),
+        instances=_opt_int(doc, "instances", where, minimum=1) or 0,
         trusted=_bool(doc, "trusted", where),
         trusted_types=tuple(_str_list(doc.get("trusted_types", []), where, "trusted_types")),
         threads=_opt_int(doc, "threads", where, minimum=1) or 1,
@@ -210,6 +228,38 @@ def _warmup(value: object, where: str) -> Warmup:
     if generate > MAX_GENERATED_WARMUP:
         raise ConfigError(f"{where}: warmup.generate must be at most {MAX_GENERATED_WARMUP}, got {generate}")
     return Warmup(samples=_bool({"samples": doc.get("samples", True)}, "samples", where), generate=generate)
+
+
+MAX_BATCH_SIZE = 1 << 16
+
+
+def _batching(value: object, where: str) -> Batching:
+    if value is None or value is True:
+        return Batching()
+    if value is False or value == "off":
+        return Batching(enabled=False)
+    doc = _mapping(value, where, "batching (off, or {max_batch_size, max_delay_ms, preferred_batch_sizes})")
+    unknown = sorted(set(doc) - {"max_batch_size", "max_delay_ms", "preferred_batch_sizes"})
+    if unknown:
+        raise ConfigError(
+            f"{where}: batching has unknown key(s) {unknown}; expected max_batch_size, max_delay_ms, "
+            "preferred_batch_sizes"
+        )
+    size = _opt_int(doc, "max_batch_size", where, minimum=1) or DEFAULT_MAX_BATCH_SIZE
+    if size > MAX_BATCH_SIZE:
+        raise ConfigError(f"{where}: batching.max_batch_size must be at most {MAX_BATCH_SIZE}, got {size}")
+    delay = doc.get("max_delay_ms", 0.0)
+    if isinstance(delay, bool) or not isinstance(delay, int | float) or not 0 <= delay <= 10_000:
+        raise ConfigError(f"{where}: batching.max_delay_ms must be a number from 0 to 10000, got {delay!r}")
+    preferred = doc.get("preferred_batch_sizes", [])
+    if not isinstance(preferred, list) or not all(
+        isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= size for n in preferred
+    ):
+        raise ConfigError(
+            f"{where}: batching.preferred_batch_sizes must be a list of integers from 1 to max_batch_size ({size}), "
+            f"got {preferred!r}"
+        )
+    return Batching(True, size, float(delay), tuple(sorted(set(preferred))))
 
 
 def _signature(value: object, where: str) -> SignatureOverride:

@@ -23,6 +23,7 @@ import numpy as np
 
 from modelserve.config.model import ModelConfig, load_model_config
 from modelserve.core import warmup
+from modelserve.core.batching import Batcher, BatchPolicy
 from modelserve.core.catalog import Catalog, Decision, PolicyCatalog
 from modelserve.core.loading import load_version
 from modelserve.core.pool import Pool
@@ -41,7 +42,7 @@ from modelserve.errors import (
     VersionNotFound,
 )
 from modelserve.repository.layout import Fingerprint, ModelSource, fingerprint, scan, scan_one
-from modelserve.runtimes.base import MultiSignatureRuntime, Runtime
+from modelserve.runtimes.base import DEFAULT_SIGNATURE, MultiSignatureRuntime, Runtime
 from modelserve.types import (
     IndexEntry,
     InferRequest,
@@ -53,6 +54,8 @@ from modelserve.types import (
 )
 
 log = logging.getLogger(__name__)
+
+Raw = dict[str, np.ndarray]
 
 
 @dataclass(eq=False, slots=True)
@@ -72,6 +75,16 @@ class ModelVersion:
     metadata: ModelMetadata | None = None
     inflight: int = 0
     drained: asyncio.Event = field(default_factory=asyncio.Event)
+    batcher: Batcher | None = None  # merges concurrent requests (None: batching off or impossible)
+    batchable: frozenset[str] = frozenset()  # the signatures whose every input and output is batched
+
+    def pin(self) -> None:
+        self.inflight += 1
+
+    def unpin(self) -> None:
+        self.inflight -= 1
+        if self.inflight == 0:
+            self.drained.set()
 
     @property
     def label(self) -> str:
@@ -156,7 +169,7 @@ class Handle:
         self._pool = pool
         self._released = False
         self._job: Future[dict[str, np.ndarray]] | None = None
-        mv.inflight += 1
+        mv.pin()
 
     @property
     def version(self) -> int:
@@ -193,6 +206,16 @@ class Handle:
         assert plan is not None and runtime is not None
         feeds = plan.inputs(request)
         requested = plan.requested(request)
+        batcher = mv.batcher
+        if batcher is not None and (signature or DEFAULT_SIGNATURE) in mv.batchable:
+            # the batcher pins the version itself while a call runs: a cancelled caller may go
+            try:
+                raw = await batcher.predict(feeds, requested, deadline, signature)
+            except ModelServeError:
+                raise
+            except Exception as exc:
+                raise RuntimeFailure(f"runtime of {mv.label} raised {type(exc).__name__}: {exc}") from exc
+            return InferResponse(mv.model, str(mv.version), plan.outputs(raw, requested), id=request.id)
         self._job = job = self._pool.submit(_predict, runtime, feeds, requested, deadline, signature)
         try:
             raw = await asyncio.wrap_future(job)
@@ -218,9 +241,7 @@ class Handle:
             self._unpin()
 
     def _unpin(self) -> None:
-        self._mv.inflight -= 1
-        if self._mv.inflight == 0:
-            self._mv.drained.set()
+        self._mv.unpin()
 
     def __enter__(self) -> Handle:
         return self
@@ -533,9 +554,27 @@ class ModelManager:
         mv.runtime, mv.metadata, mv.plans = runtime, metadata, plans
         mv.plan = next(iter(plans.values()))
         mv.signatures = {name: plan.signature for name, plan in plans.items()}
+        self._batch(mv, runtime, config)
         mv.state = ModelState.READY
         log.info("model %s READY (%s) in %.2f s", mv.label, metadata.platform, time.perf_counter() - started)
         await self._record("load", mv)
+
+    def _batch(self, mv: ModelVersion, runtime: Runtime, config: ModelConfig) -> None:
+        """Give ``mv`` a batcher when config allows and a signature has a batch dimension."""
+        mv.batchable = frozenset(name for name, signature in mv.signatures.items() if _batchable(signature))
+        if not config.batching.enabled or not mv.batchable:
+            return
+        policy = BatchPolicy(
+            max_batch_size=config.batching.max_batch_size,
+            max_delay_ms=config.batching.max_delay_ms,
+            preferred_batch_sizes=config.batching.preferred_batch_sizes,
+            instances=config.instances or self._pool.threads,
+        )
+
+        def predict(feeds: dict[str, np.ndarray], requested: list[str] | None, signature: str | None) -> Raw:
+            return _predict(runtime, feeds, requested, None, signature)
+
+        mv.batcher = Batcher(self._pool, predict, policy, mv.label, pin=mv.pin, unpin=mv.unpin)
 
     async def _record(self, action: str, mv: ModelVersion) -> None:
         """Tell the catalog (the registry's audit log, when serving from one); never fails the caller."""
@@ -548,6 +587,12 @@ class ModelManager:
     def _fail(mv: ModelVersion, reason: str) -> None:
         mv.state, mv.reason = ModelState.FAILED, reason
         log.error("model %s FAILED: %s", mv.label, reason)
+
+
+def _batchable(signature: Signature) -> bool:
+    """Every input and output has a variable first (batch) dimension."""
+    tensors = (*signature.inputs, *signature.outputs)
+    return bool(signature.inputs) and all(len(t.shape) >= 1 and t.shape[0] == -1 for t in tensors)
 
 
 def _same_load_config(a: ModelConfig, b: ModelConfig) -> bool:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from modelserve.config.model import DEFAULT, VersionPolicy, Warmup, load_model_config
+from modelserve.config.model import DEFAULT, Batching, VersionPolicy, Warmup, load_model_config
 from modelserve.config.server import ServerConfig
 from modelserve.errors import ConfigError
 
@@ -39,6 +39,10 @@ version_labels: {stable: 1, canary: 3}
     assert config.version_labels == {"stable": 1, "canary": 3}
     assert _load(tmp_path, "warmup: off") == replace(DEFAULT, warmup=Warmup(samples=False))
     assert _load(tmp_path, "warmup: {generate: 2}").warmup == Warmup(samples=True, generate=2)
+    assert _load(tmp_path, "batching: off").batching == Batching(enabled=False)
+    assert _load(
+        tmp_path, "batching: {max_batch_size: 32, max_delay_ms: 2, preferred_batch_sizes: [16, 8]}"
+    ).batching == (Batching(True, 32, 2.0, (8, 16)))
     assert config.runtime == "onnx" and config.artifact == "net.onnx" and config.threads == 2
     assert config.version_policy == VersionPolicy(kind="specific", specific=(1, 3))
     assert config.signature is not None and config.signature.inputs[0].shape == (-1, 4)
@@ -66,6 +70,11 @@ version_labels: {stable: 1, canary: 3}
         ("warmup: {generate: 5000}", ["warmup.generate", "at most 1000"]),
         ("warmup: {samples: maybe}", ["samples", "'maybe'"]),
         ("warmup: {count: 3}", ["warmup has unknown key", "'count'"]),
+        ("batching: {max_batch_size: 0}", ["max_batch_size", ">= 1"]),
+        ("batching: {max_delay_ms: -1}", ["batching.max_delay_ms", "-1"]),
+        ("batching: {max_batch_size: 8, preferred_batch_sizes: [4, 16]}", ["preferred_batch_sizes", "(8)"]),
+        ("batching: {size: 8}", ["batching has unknown key", "'size'"]),
+        ("instances: 0", ["instances", ">= 1"]),
         ("[unclosed", ["not valid YAML"]),
         ("- a list", ["must be a mapping"]),
     ],

@@ -51,6 +51,19 @@ class Batching:
     preferred_batch_sizes: tuple[int, ...] = ()
 
 
+DEFAULT_CACHE_ENTRIES = 10_000
+DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Cache:
+    """Response cache (core/cache.py); off unless ``enabled``."""
+
+    enabled: bool = False
+    max_entries: int = DEFAULT_CACHE_ENTRIES
+    max_bytes: int = DEFAULT_CACHE_BYTES
+
+
 @dataclass(frozen=True, slots=True)
 class TensorOverride:
     """Replaces, by position, the name and optionally datatype/shape the runtime reports."""
@@ -77,6 +90,7 @@ class ModelConfig:
     version_labels: Mapping[str, int] = field(default_factory=dict)
     warmup: Warmup = Warmup()
     batching: Batching = Batching()
+    cache: Cache = Cache()
     instances: int = 0  # runtime calls of one version that may run at once; 0: one per inference thread
     trusted: bool = False  # allow pickle/joblib artifacts, which can run arbitrary code
     trusted_types: tuple[str, ...] = ()  # extra types skops may load
@@ -89,7 +103,7 @@ DEFAULT = ModelConfig()
 
 _KEYS = {
     "runtime", "artifact", "signature", "default_version", "version_policy", "version_labels", "warmup",
-    "batching", "instances", "trusted",
+    "batching", "instances", "cache", "trusted",
     "trusted_types", "threads", "metadata", "parameters",
 }  # fmt: skip
 
@@ -119,6 +133,7 @@ def parse_model_config(raw: object, where: str) -> ModelConfig:
         version_labels=_labels(doc.get("version_labels", {}), where),
         warmup=_warmup(doc.get("warmup"), where),
         batching=_batching(doc.get("batching"), where),
+        cache=_cache(doc.get("cache"), where),
         instances=_opt_int(doc, "instances", where, minimum=1) or 0,
         trusted=_bool(doc, "trusted", where),
         trusted_types=tuple(_str_list(doc.get("trusted_types", []), where, "trusted_types")),
@@ -231,6 +246,22 @@ def _warmup(value: object, where: str) -> Warmup:
 
 
 MAX_BATCH_SIZE = 1 << 16
+
+
+def _cache(value: object, where: str) -> Cache:
+    if value is None or value is False or value == "off":
+        return Cache()
+    if value is True or value == "on":
+        return Cache(enabled=True)
+    doc = _mapping(value, where, "cache (on, off, or {max_entries: N, max_bytes: N})")
+    unknown = sorted(set(doc) - {"max_entries", "max_bytes"})
+    if unknown:
+        raise ConfigError(f"{where}: cache has unknown key(s) {unknown}; expected max_entries, max_bytes")
+    return Cache(
+        enabled=True,
+        max_entries=_opt_int(doc, "max_entries", where, minimum=1) or DEFAULT_CACHE_ENTRIES,
+        max_bytes=_opt_int(doc, "max_bytes", where, minimum=1) or DEFAULT_CACHE_BYTES,
+    )
 
 
 def _batching(value: object, where: str) -> Batching:

@@ -24,6 +24,7 @@ import numpy as np
 from modelserve.config.model import ModelConfig, load_model_config
 from modelserve.core import warmup
 from modelserve.core.batching import Batcher, BatchPolicy
+from modelserve.core.cache import ResponseCache
 from modelserve.core.catalog import Catalog, Decision, PolicyCatalog
 from modelserve.core.loading import load_version
 from modelserve.core.pool import Pool
@@ -77,6 +78,7 @@ class ModelVersion:
     drained: asyncio.Event = field(default_factory=asyncio.Event)
     batcher: Batcher | None = None  # merges concurrent requests (None: batching off or impossible)
     batchable: frozenset[str] = frozenset()  # the signatures whose every input and output is batched
+    cache: ResponseCache | None = None  # this version's answers (config.yaml cache: on); dies with it
 
     def pin(self) -> None:
         self.inflight += 1
@@ -200,25 +202,46 @@ class Handle:
         The request parameter ``signature_name`` picks one of :attr:`signatures` (default: the first).
         """
         mv = self._mv
-        plan, runtime, signature = mv.plan, mv.runtime, None
+        plan, signature = mv.plan, None
         if request.parameters and "signature_name" in request.parameters:
             plan, signature = mv.select(request.parameters["signature_name"])
-        assert plan is not None and runtime is not None
+        assert plan is not None
         feeds = plan.inputs(request)
         requested = plan.requested(request)
+        cache, key = mv.cache, b""
+        if cache is not None:
+            key = cache.key(feeds, requested, signature)
+            hit = cache.get(key)
+            if hit is not None:
+                return InferResponse(mv.model, str(mv.version), plan.outputs(hit, requested), id=request.id)
+        raw = await self._compute(mv, feeds, requested, deadline, signature)
+        if cache is not None:
+            cache.put(key, raw)
+        return InferResponse(mv.model, str(mv.version), plan.outputs(raw, requested), id=request.id)
+
+    async def _compute(
+        self,
+        mv: ModelVersion,
+        feeds: dict[str, np.ndarray],
+        requested: list[str] | None,
+        deadline: float | None,
+        signature: str | None,
+    ) -> Raw:
+        """The runtime's outputs: through the batcher when the version has one, else one pool call."""
+        runtime = mv.runtime
+        assert runtime is not None
         batcher = mv.batcher
         if batcher is not None and (signature or DEFAULT_SIGNATURE) in mv.batchable:
             # the batcher pins the version itself while a call runs: a cancelled caller may go
             try:
-                raw = await batcher.predict(feeds, requested, deadline, signature)
+                return await batcher.predict(feeds, requested, deadline, signature)
             except ModelServeError:
                 raise
             except Exception as exc:
                 raise RuntimeFailure(f"runtime of {mv.label} raised {type(exc).__name__}: {exc}") from exc
-            return InferResponse(mv.model, str(mv.version), plan.outputs(raw, requested), id=request.id)
         self._job = job = self._pool.submit(_predict, runtime, feeds, requested, deadline, signature)
         try:
-            raw = await asyncio.wrap_future(job)
+            return await asyncio.wrap_future(job)
         except asyncio.CancelledError:
             job.cancel()  # still queued: it will never run
             raise
@@ -226,7 +249,6 @@ class Handle:
             raise
         except Exception as exc:
             raise RuntimeFailure(f"runtime of {mv.label} raised {type(exc).__name__}: {exc}") from exc
-        return InferResponse(mv.model, str(mv.version), plan.outputs(raw, requested), id=request.id)
 
     def release(self) -> None:
         """Unpin (once); deferred until a computation abandoned by a cancelled caller ends."""
@@ -555,6 +577,8 @@ class ModelManager:
         mv.plan = next(iter(plans.values()))
         mv.signatures = {name: plan.signature for name, plan in plans.items()}
         self._batch(mv, runtime, config)
+        if config.cache.enabled:
+            mv.cache = ResponseCache(config.cache.max_entries, config.cache.max_bytes)
         mv.state = ModelState.READY
         log.info("model %s READY (%s) in %.2f s", mv.label, metadata.platform, time.perf_counter() - started)
         await self._record("load", mv)

@@ -8,6 +8,7 @@ from modelserve.config.server import ServerConfig
 from modelserve.core.catalog import Catalog, ManifestCatalog, PolicyCatalog, RegistryCatalog
 from modelserve.core.manager import ModelManager
 from modelserve.core.pool import Pool
+from modelserve.core.residency import Residency
 from modelserve.protocol.v2 import rest
 from modelserve.repository.registry import RegistryStore, Stage, default_url
 from modelserve.server.grpc.service import GrpcService
@@ -21,8 +22,19 @@ from modelserve.types import InferRequest
 
 def build_server(config: ServerConfig) -> Server:
     pool = Pool(config.inference_threads)
+    residency = Residency(
+        lazy=config.lazy_load,
+        idle_unload_s=config.idle_unload_s,
+        memory_budget_bytes=config.memory_budget_mb << 20,
+        load_wait_s=config.load_wait_s,
+    )
     manager = ModelManager(
-        pool, config.repository, config.trust_code, decode_sample=_decode_sample, catalog=build_catalog(config)
+        pool,
+        config.repository,
+        config.trust_code,
+        decode_sample=_decode_sample,
+        catalog=build_catalog(config),
+        residency=residency,
     )
     routes = (
         V2Endpoints(manager).routes()

@@ -69,6 +69,21 @@ def main() -> None:
     default=None,
     help="Serve exactly the versions a manifest (modelserve registry export) lists, checksums verified.",
 )
+@click.option("--lazy-load", is_flag=True, default=None, help="Load each model on its first request, not at start-up.")
+@click.option(
+    "--idle-unload",
+    "idle_unload_s",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Unload a model version unused for this many seconds; its next request loads it again. [default: 0, never]",
+)
+@click.option(
+    "--memory-budget",
+    "memory_budget_mb",
+    type=click.IntRange(min=0),
+    default=None,
+    help="MiB the loaded models may hold; least recently used ones are unloaded to stay under it. [default: 0, none]",
+)
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default=None)
 def serve(
     repository: Path,
@@ -82,6 +97,9 @@ def serve(
     registry_url: str | None,
     stage: str | None,
     manifest: Path | None,
+    lazy_load: bool | None,
+    idle_unload_s: float | None,
+    memory_budget_mb: int | None,
     log_level: str | None,
 ) -> None:
     """Serve every model under REPOSITORY (REPOSITORY/<model>/<version>/<artifact>)."""
@@ -96,6 +114,9 @@ def serve(
         "registry_url": registry_url,
         "stage": stage,
         "manifest": None if manifest is None else str(manifest),
+        "lazy_load": lazy_load,
+        "idle_unload_s": idle_unload_s,
+        "memory_budget_mb": memory_budget_mb,
         "log_level": log_level,
     }
     try:

@@ -28,6 +28,11 @@ class ServerConfig:
     registry_url: str = ""  # an SQLAlchemy URL (sqlite:///..., postgresql+psycopg://...); implies registry
     stage: str = "production"  # the stage a registry server serves: production or staging
     manifest: str = ""  # a manifest file (registry export): serve exactly the versions it lists
+    # many models, bounded memory (core/residency.py)
+    lazy_load: bool = False  # load each model on its first request instead of at start-up
+    idle_unload_s: float = 0.0  # unload a model version unused for this long; 0: never
+    memory_budget_mb: int = 0  # evict least recently used models to stay under it; 0: no budget
+    load_wait_s: float = 60.0  # how long a request for a model that is not loaded waits for its load
     inference_threads: int = 0  # threads running runtimes; 0 = CPUs this process may use
     log_level: str = "info"
 
@@ -44,6 +49,11 @@ class ServerConfig:
             raise ConfigError(f"stage must be production or staging, got {self.stage!r}")
         if self.manifest and (self.registry or self.registry_url):
             raise ConfigError("serve either from a manifest or from the registry, not both")
+        if self.idle_unload_s < 0 or self.memory_budget_mb < 0 or self.load_wait_s <= 0:
+            raise ConfigError(
+                "idle_unload_s and memory_budget_mb must be >= 0 and load_wait_s > 0, got "
+                f"{self.idle_unload_s}, {self.memory_budget_mb}, {self.load_wait_s}"
+            )
         if self.inference_threads < 0:
             raise ConfigError(f"inference_threads must be >= 0, got {self.inference_threads}")
 

@@ -22,12 +22,13 @@ from typing import cast
 import numpy as np
 
 from modelserve.config.model import ModelConfig, load_model_config
-from modelserve.core import warmup
+from modelserve.core import residency, warmup
 from modelserve.core.batching import Batcher, BatchPolicy
 from modelserve.core.cache import ResponseCache
 from modelserve.core.catalog import Catalog, Decision, PolicyCatalog
 from modelserve.core.loading import load_version
 from modelserve.core.pool import Pool
+from modelserve.core.residency import Residency
 from modelserve.core.validation import Plan
 from modelserve.errors import (
     ConfigError,
@@ -56,6 +57,8 @@ from modelserve.types import (
 
 log = logging.getLogger(__name__)
 
+ASLEEP = "not loaded: loads on its next request"
+
 Raw = dict[str, np.ndarray]
 
 
@@ -79,6 +82,9 @@ class ModelVersion:
     batcher: Batcher | None = None  # merges concurrent requests (None: batching off or impossible)
     batchable: frozenset[str] = frozenset()  # the signatures whose every input and output is batched
     cache: ResponseCache | None = None  # this version's answers (config.yaml cache: on); dies with it
+    last_used: float = 0.0  # time.monotonic() of the last request that pinned it
+    memory: int = 0  # bytes it is estimated to hold while loaded (core/residency.py)
+    asleep: bool = False  # unloaded to save memory (lazy, idle, evicted): the next request loads it
 
     def pin(self) -> None:
         self.inflight += 1
@@ -172,6 +178,7 @@ class Handle:
         self._released = False
         self._job: Future[dict[str, np.ndarray]] | None = None
         mv.pin()
+        mv.last_used = time.monotonic()
 
     @property
     def version(self) -> int:
@@ -295,6 +302,7 @@ class ModelManager:
         trust_code: bool = False,
         decode_sample: warmup.SampleDecoder | None = None,
         catalog: Catalog | None = None,
+        residency: Residency | None = None,
     ) -> None:
         """``decode_sample`` turns a warmup file (``<version>/warmup/*.json``) into a request; without
         one, a version that ships warmup files fails to load rather than skip them silently."""
@@ -303,6 +311,8 @@ class ModelManager:
         self._trust_code = trust_code  # load model-as-code (model.py), which runs arbitrary Python
         self._decode_sample = decode_sample
         self.catalog: Catalog = catalog if catalog is not None else PolicyCatalog()
+        self.residency = residency if residency is not None else Residency()
+        self._waking: dict[str, asyncio.Task[None]] = {}  # asleep models being loaded for a request
         self._models: dict[str, Model] = {}
         self._locks: dict[str, asyncio.Lock] = {}  # one load/unload at a time per model name
         self.ready = False  # True once the first repository load has settled
@@ -335,13 +345,46 @@ class ModelManager:
             raise ModelNotReady(f"model {mv.label} is {mv.state.value}{reason}")
         return Handle(model, mv, self._pool)
 
+    async def checkout(self, name: str, version: int | None = None, label: str | None = None) -> Handle:
+        """:meth:`acquire`, but a model that is asleep (not loaded yet, idle, evicted) is loaded
+        first; the caller waits for it (at most ``residency.load_wait_s``). Raises as acquire does."""
+        try:
+            return self.acquire(name, version, label)
+        except ModelNotReady:
+            model = self._models.get(name)
+            waking = name in self._waking
+            if model is None or not (waking or any(mv.asleep for mv in model.versions.values())):
+                raise
+        task = self._waking.get(name)
+        if task is None:
+            task = self._waking[name] = asyncio.create_task(self._wake(name))
+            task.add_done_callback(lambda _: self._waking.pop(name, None))
+        try:  # shielded: a caller that gives up does not cancel the load for the others
+            await asyncio.wait_for(asyncio.shield(task), self.residency.load_wait_s)
+        except TimeoutError:
+            raise ModelNotReady(
+                f"model {name!r} is loading and was not ready within {self.residency.load_wait_s:g} s; retry"
+            ) from None
+        return self.acquire(name, version, label)
+
+    async def _wake(self, name: str) -> None:
+        async with self._locks.setdefault(name, asyncio.Lock()):
+            model = self._models.get(name)
+            if model is None:
+                return
+            sleepers = [mv for mv in model.versions.values() if mv.asleep]
+            log.info("model %r was asleep; loading it for a request", name)
+            for mv in sleepers:
+                mv.asleep, mv.state, mv.reason = False, ModelState.LOADING, ""
+            await asyncio.gather(*(self._load(mv, model.config) for mv in sleepers))
+
     def statuses(self, name: str) -> list[VersionStatus]:
         model = self.model(name)
         return [VersionStatus(v.version, v.state, _reason(model, v)) for v in model.versions.values()]
 
-    def metadata(self, name: str, version: int | None = None, label: str | None = None) -> ModelMetadata:
-        """Metadata of one version (chosen as :meth:`acquire` does); ``versions`` lists every READY one."""
-        with self.acquire(name, version, label) as handle:
+    async def metadata(self, name: str, version: int | None = None, label: str | None = None) -> ModelMetadata:
+        """Metadata of one version (chosen as :meth:`checkout` does); ``versions`` lists every READY one."""
+        with await self.checkout(name, version, label) as handle:
             meta = handle.metadata
         ready = tuple(v.version for v in self._models[name].versions.values() if v.state is ModelState.READY)
         return ModelMetadata(meta.name, ready, meta.platform, meta.signature, meta.metadata)
@@ -382,11 +425,11 @@ class ModelManager:
             self._models[source.name] = model
             _, fresh = self._plan_reload(None, model, source, decision)
             model.versions = {mv.version: mv for mv in fresh}
-            loads.extend(self._start(mv, model, decision) for mv in fresh)
+            loads.extend(self._start(mv, model, decision, self.residency.lazy) for mv in fresh)
         await asyncio.gather(*loads)
         self.ready = True
 
-    async def load_model(self, name: str) -> None:
+    async def load_model(self, name: str, wake: bool = True) -> None:
         """Load, or reload, one model from the repository directory, without dropping requests.
 
         Versions the catalog selects load beside the serving ones; then the model switches over
@@ -403,7 +446,12 @@ class ModelManager:
             old = self._models.get(name)
             new, decision = await asyncio.to_thread(self._declare, source)
             keep, fresh = self._plan_reload(old, new, source, decision)
-            await asyncio.gather(*(self._start(mv, new, decision) for mv in fresh))
+            # a model that sleeps (lazy, idle, evicted) stays asleep through a change on disk
+            asleep = not wake and old is not None and any(mv.asleep for mv in old.versions.values())
+            asleep = (
+                asleep and old is not None and not any(mv.state is ModelState.READY for mv in old.versions.values())
+            )
+            await asyncio.gather(*(self._start(mv, new, decision, asleep) for mv in fresh))
             failed = [mv for mv in fresh if mv.state is ModelState.FAILED]
             broken = bool(failed) or (bool(new.error) and decision.mistake)
             serving = old is not None and any(mv.state is ModelState.READY for mv in old.versions.values())
@@ -421,12 +469,16 @@ class ModelManager:
             if broken or (not new.versions and decision.mistake):
                 raise ModelLoadFailed(_load_failure(name, new, failed))
 
-    async def _start(self, mv: ModelVersion, model: Model, decision: Decision) -> None:
-        """Load ``mv``, or fail it at once when the model or the catalog says it cannot serve."""
+    async def _start(self, mv: ModelVersion, model: Model, decision: Decision, lazy: bool = False) -> None:
+        """Load ``mv`` (or with ``lazy``, leave it asleep until a request wants it), or fail it at
+        once when the model or the catalog says it cannot serve."""
         refused = decision.refused.get(mv.version)
         if model.error or refused:
             self._fail(mv, model.error or refused or "")
             await self._record("load_failed", mv)
+            return
+        if lazy:
+            mv.asleep, mv.state, mv.reason = True, ModelState.UNLOADED, ASLEEP
             return
         await self._load(mv, model.config)
 
@@ -560,6 +612,9 @@ class ModelManager:
 
     async def _load(self, mv: ModelVersion, config: ModelConfig) -> None:
         started = time.perf_counter()
+        files = sum(size for _, size, _ in mv.files)
+        await self._make_room(mv, max(mv.memory, files))
+        before = residency.resident_bytes()
         try:
             runtime, metadata, plans = await self._pool.load(
                 _load_blocking, mv, config, self._trust_code, self._decode_sample
@@ -579,9 +634,43 @@ class ModelManager:
         self._batch(mv, runtime, config)
         if config.cache.enabled:
             mv.cache = ResponseCache(config.cache.max_entries, config.cache.max_bytes)
+        mv.memory = max(files, residency.resident_bytes() - before)
+        mv.last_used = time.monotonic()
         mv.state = ModelState.READY
         log.info("model %s READY (%s) in %.2f s", mv.label, metadata.platform, time.perf_counter() - started)
+        await self._make_room(mv, mv.memory)  # its real size is known now: others may have to make way
         await self._record("load", mv)
+
+    async def _make_room(self, incoming: ModelVersion, needed: int) -> None:
+        """Put least recently used versions of other models to sleep until ``needed`` more bytes
+        fit in the memory budget (as far as versions not serving a request allow)."""
+        budget = self.residency.memory_budget_bytes
+        if not budget:
+            return
+        loaded = [
+            mv
+            for m in self._models.values()
+            for mv in m.versions.values()
+            if mv.state is ModelState.READY and mv.model != incoming.model
+        ]
+        for mv in residency.evictions(loaded, needed, budget):
+            log.info("evicting model %s (%d MiB) to stay within the memory budget", mv.label, mv.memory >> 20)
+            await self._sleep(mv, "evicted to stay within the memory budget")
+
+    async def sleep_idle(self) -> None:
+        """Put to sleep every version unused for ``residency.idle_unload_s`` (called periodically)."""
+        if not self.residency.idle_unload_s:
+            return
+        loaded = [mv for m in self._models.values() for mv in m.versions.values() if mv.state is ModelState.READY]
+        for mv in residency.idle(loaded, time.monotonic(), self.residency.idle_unload_s):
+            await self._sleep(mv, f"idle for {self.residency.idle_unload_s:g} s")
+
+    async def _sleep(self, mv: ModelVersion, why: str) -> None:
+        async with self._locks.setdefault(mv.model, asyncio.Lock()):
+            if mv.state is not ModelState.READY or mv.inflight:
+                return  # in use again, or already going
+            await self._retire(mv)
+            mv.asleep, mv.reason = True, f"{why}; {ASLEEP}"
 
     def _batch(self, mv: ModelVersion, runtime: Runtime, config: ModelConfig) -> None:
         """Give ``mv`` a batcher when config allows and a signature has a batch dimension."""

@@ -122,7 +122,7 @@ class RepositoryWatcher:
             why = "changed on disk" if files_changed else "may serve other versions (the registry changed)"
             log.info("model %r %s; reloading", name, why)
             try:
-                await self._manager.load_model(name)
+                await self._manager.load_model(name, wake=False)
             except ModelServeError as exc:
                 log.error("reload of %r failed: %s", name, exc.message)
         for name in [n for n in self._applied if n not in current]:

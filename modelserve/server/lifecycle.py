@@ -49,6 +49,7 @@ class Server:
         self._loading: asyncio.Task[None] | None = None
         self._watcher = RepositoryWatcher(manager, config.watch_interval) if config.watch_interval > 0 else None
         self._watching: asyncio.Task[None] | None = None
+        self._idling: asyncio.Task[None] | None = None
         self.http_port = 0
 
     @property
@@ -119,6 +120,19 @@ class Server:
         if self._watcher is not None:
             self._watching = asyncio.create_task(self._watcher.run())
             log.info("watching %s for changes every %s s", self.config.repository, self.config.watch_interval)
+        if self.config.idle_unload_s > 0 and self._idling is None:
+            self._idling = asyncio.create_task(self._unload_idle(self.config.idle_unload_s))
+
+    async def _unload_idle(self, idle_s: float) -> None:
+        """Put idle models to sleep, checking a few times per idle period."""
+        while True:
+            await asyncio.sleep(min(idle_s / 4, 5.0))
+            try:
+                await self.manager.sleep_idle()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("unloading idle models failed; trying again later")
 
     async def wait_loaded(self) -> None:
         """Return once every model of the initial load is READY or FAILED."""
@@ -133,10 +147,11 @@ class Server:
     async def stop(self) -> None:
         """Stop accepting, finish in-flight requests, unload every model."""
         self._watcher = None  # an initial load still running must not start it after this
-        if self._watching is not None:
-            self._watching.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watching
+        for task in (self._watching, self._idling):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._uvicorn is not None:
             self._uvicorn.should_exit = True
         stopping: list[Awaitable[None]] = [self._grpc.stop(grace=30)] if self._grpc is not None else []

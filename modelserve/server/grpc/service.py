@@ -80,7 +80,8 @@ class GrpcService:
 
     async def model_metadata(self, msg: Any, context: Context) -> Any:
         version = parse_version(msg.version)
-        return codec.encode_metadata(self._manager.metadata(_model_name(msg.name), version, _label(context, version)))
+        meta = await self._manager.metadata(_model_name(msg.name), version, _label(context, version))
+        return codec.encode_metadata(meta)
 
     # -- inference -------------------------------------------------------------------------
 
@@ -89,7 +90,7 @@ class GrpcService:
         name, version = _model_name(msg.model_name), parse_version(msg.model_version)
         request = codec.decode_infer_request(msg)
         label = _label(context, version, request.parameters.get(names.LABEL_PARAMETER))
-        with self._manager.acquire(name, version, label) as handle:
+        with await self._manager.checkout(name, version, label) as handle:
             response = await handle.infer(request, deadline)
             sunset = handle.sunset
         if sunset is not None:  # the REST headers' twins, as trailing metadata

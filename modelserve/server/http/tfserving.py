@@ -38,19 +38,19 @@ class TfServingEndpoints:
         return 200, tf.encode_status(statuses), JSON
 
     async def metadata(self, request: Request) -> Reply:
-        with self._acquire(request) as handle:
+        with await self._checkout(request) as handle:
             return 200, tf.encode_metadata(handle.metadata, handle.version, handle.signatures), JSON
 
     async def predict(self, request: Request) -> Reply:
-        with self._acquire(request) as handle:
+        with await self._checkout(request) as handle:
             infer_request, rows = tf.decode_predict_request(request.body, handle.signatures)
             response = await handle.infer(infer_request)
             retiring = retirement_headers(handle.sunset)
         return 200, tf.encode_predict_response(response, rows), JSON + retiring
 
-    def _acquire(self, request: Request) -> Handle:
+    async def _checkout(self, request: Request) -> Handle:
         params = request.params
-        return self._manager.acquire(params["model"], parse_version(params), parse_label(params.get("label")))
+        return await self._manager.checkout(params["model"], parse_version(params), parse_label(params.get("label")))
 
     async def unsupported(self, request: Request) -> Reply:
         raise Unsupported(f":{request.params['verb']} is not supported; use :predict")

@@ -49,7 +49,7 @@ class V2Endpoints:
 
     async def model_metadata(self, request: Request) -> Reply:
         version = parse_version(request.params)
-        meta = self._manager.metadata(request.params["model"], version, self._label(request, version))
+        meta = await self._manager.metadata(request.params["model"], version, self._label(request, version))
         return 200, rest.encode_metadata(meta), JSON
 
     async def model_ready(self, request: Request) -> Reply:
@@ -66,7 +66,7 @@ class V2Endpoints:
         json_length = binary.header_length(request.header(binary.HEADER), len(request.body))
         infer_request = rest.decode_infer_request(request.body, json_length)
         label = self._label(request, version, infer_request.parameters.get(names.LABEL_PARAMETER))
-        with self._manager.acquire(request.params["model"], version, label) as handle:
+        with await self._manager.checkout(request.params["model"], version, label) as handle:
             response = await handle.infer(infer_request)
             retiring = retirement_headers(handle.sunset)
         body, header_length = rest.encode_infer_response(response, infer_request)

@@ -6,6 +6,7 @@ so a typo does not silently fall back to a default.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,6 +96,7 @@ class ModelConfig:
     trusted: bool = False  # allow pickle/joblib artifacts, which can run arbitrary code
     trusted_types: tuple[str, ...] = ()  # extra types skops may load
     threads: int = 1  # intra-op threads per runtime instance
+    device: str = "cpu"  # "cpu", or "cuda" / "cuda:N" for the runtimes that can use a GPU (onnx, torch, xgboost)
     metadata: Mapping[str, Any] = field(default_factory=dict)
     parameters: Mapping[str, Any] = field(default_factory=dict)  # runtime-specific options
 
@@ -103,7 +105,7 @@ DEFAULT = ModelConfig()
 
 _KEYS = {
     "runtime", "artifact", "signature", "default_version", "version_policy", "version_labels", "warmup",
-    "batching", "instances", "cache", "trusted",
+    "batching", "instances", "cache", "device", "trusted",
     "trusted_types", "threads", "metadata", "parameters",
 }  # fmt: skip
 
@@ -138,6 +140,7 @@ def parse_model_config(raw: object, where: str) -> ModelConfig:
         trusted=_bool(doc, "trusted", where),
         trusted_types=tuple(_str_list(doc.get("trusted_types", []), where, "trusted_types")),
         threads=_opt_int(doc, "threads", where, minimum=1) or 1,
+        device=_device(doc.get("device", "cpu"), where),
         metadata=_json_mapping(doc.get("metadata", {}), where, "metadata"),
         parameters=dict(_mapping(doc.get("parameters", {}), where, "parameters")),
     )
@@ -246,6 +249,17 @@ def _warmup(value: object, where: str) -> Warmup:
 
 
 MAX_BATCH_SIZE = 1 << 16
+
+
+def _device(value: object, where: str) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"cpu|cuda(:[0-9]{1,2})?", value):
+        raise ConfigError(f"{where}: device must be cpu, cuda or cuda:N (a GPU index), got {value!r}")
+    return value
+
+
+def cuda_index(device: str) -> int:
+    """The GPU index of ``cuda`` / ``cuda:N`` (0 for ``cuda``)."""
+    return int(device.partition(":")[2] or 0)
 
 
 def _cache(value: object, where: str) -> Cache:

@@ -58,6 +58,11 @@ def load_version(
             f"{resolved.artifact.name} is Python code, which runs with the server's rights; it is loaded only "
             "when the server is started with --trust-code (or MODELSERVE_TRUST_CODE=on)"
         )
+    if config.device != "cpu" and not resolved.entry.gpu:
+        raise LoadError(
+            f"config.yaml asks for device {config.device!r}, but the {resolved.entry.name} runtime runs on CPU only "
+            "(onnx, torch and xgboost models can use a GPU)"
+        )
     runtime = resolved.runtime()
     native = runtime.load(resolved.artifact, config)
     try:

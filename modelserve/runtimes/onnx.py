@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from modelserve.config.model import ModelConfig
+from modelserve.config.model import ModelConfig, cuda_index
 from modelserve.errors import InvalidInput, LoadError
 from modelserve.runtimes.base import missing_extra
 from modelserve.types import Signature, TensorSpec
@@ -55,10 +55,22 @@ class OnnxRuntime:
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        providers: list[Any] = ["CPUExecutionProvider"]
+        if config.device != "cpu":
+            available = ort.get_available_providers()
+            if "CUDAExecutionProvider" not in available:
+                raise LoadError(
+                    f"config.yaml asks for device {config.device!r}, but this onnxruntime has no CUDA provider "
+                    f"(it has {available}); install onnxruntime-gpu and the CUDA libraries it needs"
+                )
+            providers.insert(0, ("CUDAExecutionProvider", {"device_id": cuda_index(config.device)}))
         try:
-            self.model = ort.InferenceSession(str(artifact), sess_options=options, providers=["CPUExecutionProvider"])
+            self.model = ort.InferenceSession(str(artifact), sess_options=options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types for bad graphs
             raise LoadError(f"{artifact.name}: onnxruntime cannot load it: {exc}") from None
+        if config.device != "cpu" and self.model.get_providers()[0] != "CUDAExecutionProvider":
+            # onnxruntime falls back to the CPU when CUDA fails to start; a GPU model must not slip by
+            raise LoadError(f"{artifact.name}: onnxruntime could not start CUDA on {config.device}; see its log")
         inputs = tuple(_spec(a, "input") for a in self.model.get_inputs())
         outputs = tuple(_spec(a, "output") for a in self.model.get_outputs())
         self._string_inputs = frozenset(t.name for t in inputs if t.datatype == "BYTES")

@@ -22,23 +22,24 @@ class RuntimeEntry:
     # the artifact stands for the whole directory (a SavedModel, a model.py that reads its own
     # files): when present it is the artifact, whatever other files lie beside it
     owns_directory: bool = False
+    gpu: bool = False  # honours config.yaml ``device: cuda``; the others run on CPU only
 
 
 RUNTIMES: Mapping[str, RuntimeEntry] = {
     e.name: e
     for e in (
-        RuntimeEntry("onnx", "modelserve.runtimes.onnx:OnnxRuntime", ("*.onnx",)),
+        RuntimeEntry("onnx", "modelserve.runtimes.onnx:OnnxRuntime", ("*.onnx",), gpu=True),
         RuntimeEntry(
             "sklearn", "modelserve.runtimes.sklearn:SklearnRuntime", ("*.skops", "*.joblib", "*.pkl", "*.pickle")
         ),
-        RuntimeEntry("xgboost", "modelserve.runtimes.xgboost:XGBoostRuntime", ("*.ubj", "model.json")),
+        RuntimeEntry("xgboost", "modelserve.runtimes.xgboost:XGBoostRuntime", ("*.ubj", "model.json"), gpu=True),
         RuntimeEntry("lightgbm", "modelserve.runtimes.lightgbm:LightGBMRuntime", ("model.txt",)),
         RuntimeEntry("pmml", "modelserve.runtimes.pmml:PmmlRuntime", ("*.pmml",)),
         RuntimeEntry("pfa", "modelserve.runtimes.pfa:PfaRuntime", ("*.pfa", "*.pfa.json")),
         RuntimeEntry(
             "tensorflow", "modelserve.runtimes.tensorflow:TensorFlowRuntime", ("saved_model.pb",), owns_directory=True
         ),
-        RuntimeEntry("torch", "modelserve.runtimes.torch:TorchScriptRuntime", ("*.pt",)),
+        RuntimeEntry("torch", "modelserve.runtimes.torch:TorchScriptRuntime", ("*.pt",), gpu=True),
         RuntimeEntry(
             "python", "modelserve.runtimes.python:PythonRuntime", ("model.py",), runs_code=True, owns_directory=True
         ),

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from modelserve.config.model import ModelConfig
+from modelserve.config.model import ModelConfig, cuda_index
 from modelserve.errors import LoadError, RuntimeFailure
 from modelserve.runtimes.base import declared_signature, missing_extra
 from modelserve.types import Signature
@@ -60,6 +60,7 @@ class TorchScriptRuntime:
         self.model: Any = None
         self._inputs: tuple[str, ...] = ()
         self._outputs: tuple[str, ...] = ()
+        self._device: Any = None  # torch.device, set by load
 
     def load(self, artifact: Path, config: ModelConfig) -> Signature:
         try:
@@ -71,11 +72,17 @@ class TorchScriptRuntime:
         if bytes_tensors:
             raise LoadError(f"config.yaml: tensors {bytes_tensors} are BYTES, which TorchScript tensors cannot hold")
         _set_threads(torch, config.threads, artifact)
+        if config.device != "cpu" and not torch.cuda.is_available():
+            raise LoadError(
+                f"config.yaml asks for device {config.device!r}, but torch sees no CUDA device "
+                f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'})"
+            )
+        self._device = torch.device("cpu" if config.device == "cpu" else f"cuda:{cuda_index(config.device)}")
         try:
             with _load_lock, warnings.catch_warnings():
                 warnings.filterwarnings("ignore", r"`torch\.jit\.load` is", DeprecationWarning)
                 # torch.jit.load has no annotations
-                model = torch.jit.load(str(artifact), map_location="cpu")  # type: ignore[no-untyped-call]
+                model = torch.jit.load(str(artifact), map_location=self._device)  # type: ignore[no-untyped-call]
         except Exception as exc:  # torch raises RuntimeError/ValueError for files it cannot read
             raise LoadError(f"{artifact.name}: torch.jit.load cannot load it: {_first_line(exc)}") from None
         _check_arity(model, len(signature.inputs), artifact.name)
@@ -89,6 +96,8 @@ class TorchScriptRuntime:
 
         # torch.from_numpy shares memory; it warns on read-only arrays and refuses negative strides
         args = [torch.from_numpy(np.require(inputs[name], requirements=("C", "W"))) for name in self._inputs]
+        if self._device.type != "cpu":
+            args = [arg.to(self._device, non_blocking=True) for arg in args]
         with torch.inference_mode():
             result = self.model(*args)
         return self._outputs_of(result)
@@ -113,7 +122,7 @@ class TorchScriptRuntime:
                 f"TorchScript forward() returned {_describe(result)}; config.yaml declares the outputs "
                 f"{list(declared)}: return one tensor per output, in that order or in a dict by name"
             )
-        return {name: value.numpy() for name, value in tensors.items()}
+        return {name: value.cpu().numpy() for name, value in tensors.items()}
 
 
 def _set_threads(torch: Any, threads: int, artifact: Path) -> None:

@@ -91,9 +91,14 @@ class XGBoostRuntime:
         except ImportError:
             raise missing_extra("xgboost", "xgboost") from None
         _check_model(artifact)
+        if config.device != "cpu" and not xgb.build_info().get("USE_CUDA"):
+            raise LoadError(
+                f"config.yaml asks for device {config.device!r}, but this XGBoost is built without CUDA "
+                "(the xgboost-cpu wheel); install the xgboost wheel with CUDA"
+            )
         try:
             booster = xgb.Booster(model_file=artifact)
-            booster.set_param({"nthread": config.threads})
+            booster.set_param({"nthread": config.threads, "device": config.device})
             learner = json.loads(booster.save_config())["learner"]
         except xgb.core.XGBoostError as exc:
             raise LoadError(f"{artifact.name}: XGBoost cannot load it: {_reason(str(exc))}") from None

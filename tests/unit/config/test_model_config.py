@@ -75,6 +75,7 @@ version_labels: {stable: 1, canary: 3}
         ("batching: {max_batch_size: 8, preferred_batch_sizes: [4, 16]}", ["preferred_batch_sizes", "(8)"]),
         ("batching: {size: 8}", ["batching has unknown key", "'size'"]),
         ("instances: 0", ["instances", ">= 1"]),
+        ("device: gpu", ["device must be cpu, cuda or cuda:N", "'gpu'"]),
         ("[unclosed", ["not valid YAML"]),
         ("- a list", ["must be a mapping"]),
     ],

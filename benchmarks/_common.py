@@ -256,3 +256,95 @@ def check_grid_arguments(parser: argparse.ArgumentParser, args: argparse.Namespa
 
 def write_json(path: Path, config: dict[str, Any], rows: Sequence[dict[str, Any]], cells: Sequence[Any]) -> None:
     path.write_text(json.dumps({"config": config, "rows": rows, "cells": [asdict(c) for c in cells]}, indent=2))
+
+
+# --- helpers for peer servers, h2load and memory (added for peers.py) ---------------------------
+
+H2LOAD_FINISHED = re.compile(r"^finished in .*?, ([\d.]+) req/s", re.MULTILINE)
+H2LOAD_REQUESTS = re.compile(r"^requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded", re.MULTILINE)
+H2LOAD_STATUS = re.compile(r"^status codes: (\d+) 2xx", re.MULTILINE)
+H2LOAD_DATA = re.compile(r"^traffic: .*\((\d+)\) data$", re.MULTILINE)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port that was free a moment ago, for a server that cannot bind port 0 and report it.
+
+    Racy by nature (another process may take it before the server binds it): use it only for
+    servers that log their configured port rather than the bound one, such as a peer under test.
+    """
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of ``pid`` (VmRSS of /proc/PID/status), in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS line in /proc/{pid}/status")
+
+
+def child_pids(pid: int) -> list[int]:
+    """The direct children of ``pid`` (from /proc/PID/task/*/children)."""
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            children += [int(c) for c in (task / "children").read_text().split()]
+        except FileNotFoundError:  # the thread ended meanwhile
+            continue
+    return children
+
+
+def wrk_script(path: Path, method: str, body: Path | None = None, headers: dict[str, str] | None = None) -> Path:
+    """Write a wrk script: ``method``, the body read from the file ``body`` (any bytes), ``headers``,
+    and ``WRK_DONE_LUA``. Returns ``path``."""
+    lines = [f'wrk.method = "{method}"']
+    if body is not None:
+        lines += [f'local file = assert(io.open([==[{body}]==], "rb"))', 'wrk.body = file:read("*a")', "file:close()"]
+    lines += [f'wrk.headers["{name}"] = "{value}"' for name, value in (headers or {}).items()]
+    path.write_text("\n".join(lines) + "\n" + WRK_DONE_LUA)
+    return path
+
+
+def run_h2load(
+    pinning: Pinning, url: str, body: Path, headers: Sequence[str], connections: int, seconds: int
+) -> dict[str, Any]:
+    """h2load, one thread, ``connections`` clients with one stream each (``-m1``), POSTing ``body``.
+
+    Returns ``requests`` (done), ``succeeded``, ``status_2xx``, ``data_bytes`` (DATA frames
+    received), ``req_per_s`` (h2load's), and ``p50_us`` / ``p99_us`` from its ``--log-file``
+    (request start to end of response). h2load reads no gRPC trailers: see ``protocols.py`` for
+    counting gRPC errors from ``data_bytes``.
+    """
+    log = body.with_name(body.name + ".h2load.log")
+    command = [*pinning.loadgen, "h2load", "-n0", "-D", str(seconds), "-t1", f"-c{connections}", "-m1"]
+    command += ["-d", str(body), *(arg for header in headers for arg in ("-H", header))]
+    out = run_loadgen([*command, f"--log-file={log}", url], seconds)
+    found = [p.search(out) for p in (H2LOAD_FINISHED, H2LOAD_REQUESTS, H2LOAD_STATUS, H2LOAD_DATA)]
+    if not all(found):
+        raise RuntimeError(f"cannot read h2load's output:\n{out}")
+    finished, counts, status, data = (m.groups() for m in found if m is not None)
+    durations = sorted(int(line.split("\t")[2]) for line in log.read_text().splitlines() if line)
+    log.unlink()
+
+    def percentile(q: float) -> float:
+        return float(durations[min(len(durations) - 1, int(q / 100 * len(durations)))]) if durations else float("nan")
+
+    return {
+        "requests": int(counts[2]),
+        "succeeded": int(counts[3]),
+        "status_2xx": int(status[0]),
+        "data_bytes": int(data[0]),
+        "req_per_s": float(finished[0]),
+        "p50_us": percentile(50),
+        "p99_us": percentile(99),
+    }
+
+
+def stop(proc: subprocess.Popen[Any]) -> None:
+    """SIGTERM ``proc`` (by its PID) and reap it; SIGKILL it if it ignores that for 30 s."""
+    _stop(proc)

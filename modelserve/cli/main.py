@@ -14,6 +14,7 @@ from modelserve.bootstrap import build_server
 from modelserve.cli.registry import registry
 from modelserve.config.server import ServerConfig
 from modelserve.errors import ModelServeError
+from modelserve.server.supervisor import Supervisor, worker_argv
 
 
 @click.group()
@@ -84,6 +85,12 @@ def main() -> None:
     default=None,
     help="MiB the loaded models may hold; least recently used ones are unloaded to stay under it. [default: 0, none]",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Server processes sharing the ports (SO_REUSEPORT), each with every model loaded. [default: 1]",
+)
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default=None)
 def serve(
     repository: Path,
@@ -100,6 +107,7 @@ def serve(
     lazy_load: bool | None,
     idle_unload_s: float | None,
     memory_budget_mb: int | None,
+    workers: int | None,
     log_level: str | None,
 ) -> None:
     """Serve every model under REPOSITORY (REPOSITORY/<model>/<version>/<artifact>)."""
@@ -117,6 +125,7 @@ def serve(
         "lazy_load": lazy_load,
         "idle_unload_s": idle_unload_s,
         "memory_budget_mb": memory_budget_mb,
+        "workers": workers,
         "log_level": log_level,
     }
     try:
@@ -128,6 +137,8 @@ def serve(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if config.workers > 1:
+        sys.exit(Supervisor(config, worker_argv(sys.argv[1:])).run())
     try:
         server = build_server(config)
     except ModelServeError as exc:

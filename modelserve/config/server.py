@@ -33,6 +33,8 @@ class ServerConfig:
     idle_unload_s: float = 0.0  # unload a model version unused for this long; 0: never
     memory_budget_mb: int = 0  # evict least recently used models to stay under it; 0: no budget
     load_wait_s: float = 60.0  # how long a request for a model that is not loaded waits for its load
+    workers: int = 1  # server processes sharing the ports (SO_REUSEPORT), each with every model loaded
+    reuse_port: bool = False  # set by the supervisor for its worker processes
     inference_threads: int = 0  # threads running runtimes; 0 = CPUs this process may use
     log_level: str = "info"
 
@@ -53,6 +55,13 @@ class ServerConfig:
             raise ConfigError(
                 "idle_unload_s and memory_budget_mb must be >= 0 and load_wait_s > 0, got "
                 f"{self.idle_unload_s}, {self.memory_budget_mb}, {self.load_wait_s}"
+            )
+        if self.workers < 1:
+            raise ConfigError(f"workers must be >= 1, got {self.workers}")
+        if self.workers > 1 and self.control_api:
+            raise ConfigError(
+                "the control API loads and unloads models in one process, so it cannot be used with several "
+                "workers; change the repository (hot reload) or the registry instead"
             )
         if self.inference_threads < 0:
             raise ConfigError(f"inference_threads must be >= 0, got {self.inference_threads}")

@@ -66,7 +66,13 @@ class Server:
         sources = self.manager.discover()  # a missing repository fails before binding
         if self._watcher is not None:
             self._watcher.prime()
-        sock = _bind(self.config.host, self.config.http_port)
+        preloaded = None
+        if self.config.reuse_port:
+            # a worker sharing its ports (serve --workers) takes connections only once its models
+            # are loaded: a worker restarted by the supervisor must not answer 503 meanwhile
+            preloaded = asyncio.create_task(self._load(self.manager.load_repository(sources)))
+            await asyncio.shield(preloaded)
+        sock = _bind(self.config.host, self.config.http_port, self.config.reuse_port)
         try:
             await self._start_grpc()
         except BaseException:
@@ -88,7 +94,7 @@ class Server:
         self._serving = asyncio.create_task(self._uvicorn.serve(sockets=[sock]))
         log.info("HTTP server listening on %s (REST: v2 and TF Serving v1)", self.http_url)
         log.info("gRPC server listening on %s (inference.GRPCInferenceService)", self.grpc_target)
-        self._loading = asyncio.create_task(self._load(self.manager.load_repository(sources)))
+        self._loading = preloaded or asyncio.create_task(self._load(self.manager.load_repository(sources)))
 
     async def _start_grpc(self) -> None:
         limit = self.config.max_request_bytes
@@ -96,7 +102,9 @@ class Server:
             options=[
                 ("grpc.max_receive_message_length", limit),  # larger: RESOURCE_EXHAUSTED
                 ("grpc.max_send_message_length", limit),
-                ("grpc.so_reuseport", 0),  # a second server on a taken port must fail, not share it
+                # a second server on a taken port must fail, not share it; worker processes
+                # (serve --workers) share theirs on purpose, and the kernel spreads connections
+                ("grpc.so_reuseport", 1 if self.config.reuse_port else 0),
             ]
         )
         server.add_generic_rpc_handlers([self._grpc_handler])
@@ -186,12 +194,14 @@ def _host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def _bind(host: str, port: int, reuse_port: bool = False) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # IPPROTO_TCP, not 0: asyncio turns TCP_NODELAY on for accepted connections only when the
     # listening socket says it is TCP; without it every small reply waits ~40 ms for a delayed ACK
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
     except OSError as exc:

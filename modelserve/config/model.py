@@ -93,6 +93,7 @@ class ModelConfig:
     batching: Batching = Batching()
     cache: Cache = Cache()
     instances: int = 0  # runtime calls of one version that may run at once; 0: one per inference thread
+    processes: int = 0  # run the model in this many worker processes (core/processes.py); 0: in the server
     trusted: bool = False  # allow pickle/joblib artifacts, which can run arbitrary code
     trusted_types: tuple[str, ...] = ()  # extra types skops may load
     threads: int = 1  # intra-op threads per runtime instance
@@ -105,7 +106,7 @@ DEFAULT = ModelConfig()
 
 _KEYS = {
     "runtime", "artifact", "signature", "default_version", "version_policy", "version_labels", "warmup",
-    "batching", "instances", "cache", "device", "trusted",
+    "batching", "instances", "processes", "cache", "device", "trusted",
     "trusted_types", "threads", "metadata", "parameters",
 }  # fmt: skip
 
@@ -137,6 +138,7 @@ def parse_model_config(raw: object, where: str) -> ModelConfig:
         batching=_batching(doc.get("batching"), where),
         cache=_cache(doc.get("cache"), where),
         instances=_opt_int(doc, "instances", where, minimum=1) or 0,
+        processes=_opt_int(doc, "processes", where, minimum=1) or 0,
         trusted=_bool(doc, "trusted", where),
         trusted_types=tuple(_str_list(doc.get("trusted_types", []), where, "trusted_types")),
         threads=_opt_int(doc, "threads", where, minimum=1) or 1,

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from modelserve.config.model import ModelConfig
 from modelserve.core import warmup
+from modelserve.core.processes import ProcessRuntime
 from modelserve.core.signature import Adapter, adapt
 from modelserve.core.validation import Plan
 from modelserve.errors import LoadError
@@ -26,6 +27,9 @@ from modelserve.runtimes.registry import Resolved, resolve
 from modelserve.types import InferRequest, Signature
 
 log = logging.getLogger(__name__)
+
+# runtimes that serve several signatures or share a process-wide engine: not in worker processes
+IN_PROCESS_ONLY = frozenset({"tensorflow", "pmml"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +67,17 @@ def load_version(
             f"config.yaml asks for device {config.device!r}, but the {resolved.entry.name} runtime runs on CPU only "
             "(onnx, torch and xgboost models can use a GPU)"
         )
-    runtime = resolved.runtime()
+    runtime: Runtime
+    if config.processes:
+        if resolved.entry.name in IN_PROCESS_ONLY:
+            raise LoadError(
+                f"config.yaml asks for processes: {config.processes}, but {resolved.entry.name} models run in the "
+                "server process only (their libraries compute outside the GIL: use instances and threads)"
+            )
+        platform = getattr(resolved.runtime(), "platform", resolved.entry.name)
+        runtime = ProcessRuntime(resolved.entry.factory, platform, config.processes)
+    else:
+        runtime = resolved.runtime()
     native = runtime.load(resolved.artifact, config)
     try:
         adapter = adapt(native, config.signature)

@@ -681,7 +681,7 @@ class ModelManager:
             max_batch_size=config.batching.max_batch_size,
             max_delay_ms=config.batching.max_delay_ms,
             preferred_batch_sizes=config.batching.preferred_batch_sizes,
-            instances=config.instances or self._pool.threads,
+            instances=config.instances or config.processes or self._pool.threads,
         )
 
         def predict(feeds: dict[str, np.ndarray], requested: list[str] | None, signature: str | None) -> Raw:

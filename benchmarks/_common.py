@@ -218,6 +218,22 @@ def run_wrk(pinning: Pinning, url: str, lua: Path, connections: int, seconds: in
     return result
 
 
+def wrk_cell(
+    pid: int, pinning: Pinning, url: str, script: Path, connections: int, warmup_s: int, duration_s: int
+) -> tuple[float, float, float, int, float, float]:
+    """Warm up, then one measured wrk run: req/s, p50 ms, p99 ms, errors, server and wrk CPU %."""
+    run_wrk(pinning, url, script, connections, warmup_s)
+    r, usage = measured(pid, lambda: run_wrk(pinning, url, script, connections, duration_s))
+    return (
+        r["requests"] / (r["duration_us"] / 1e6),
+        r["p50_us"] / 1000,
+        r["p99_us"] / 1000,
+        r["status_errors"] + r["socket_errors"],
+        usage.server_cpu_pct,
+        usage.loadgen_cpu_pct,
+    )
+
+
 # --- results and arguments ----------------------------------------------------------------------
 
 

@@ -35,11 +35,10 @@ from _common import (
     Pinning,
     add_grid_arguments,
     check_grid_arguments,
-    measured,
     median_rows,
-    run_wrk,
     running_server,
     write_json,
+    wrk_cell,
 )
 
 MODELS = {"skl-logreg": 4, "onnx-mlp32": 32}  # name -> features
@@ -101,22 +100,6 @@ class Cell:
     wrk_cpu_pct: float
 
 
-def measure(
-    pid: int, pinning: Pinning, url: str, script: Path, connections: int, args: argparse.Namespace
-) -> tuple[float, float, float, int, float, float]:
-    """Warm up, then one measured wrk run: req/s, p50 ms, p99 ms, errors, server and wrk CPU %."""
-    run_wrk(pinning, url, script, connections, args.warmup)
-    r, usage = measured(pid, lambda: run_wrk(pinning, url, script, connections, args.duration))
-    return (
-        r["requests"] / (r["duration_us"] / 1e6),
-        r["p50_us"] / 1000,
-        r["p99_us"] / 1000,
-        r["status_errors"] + r["socket_errors"],
-        usage.server_cpu_pct,
-        usage.loadgen_cpu_pct,
-    )
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_grid_arguments(parser)
@@ -143,7 +126,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     for name in MODELS:
                         for suffix, mode in (("", "on"), ("-off", "off")):
                             url = f"{server.http_url}/v2/models/{name}{suffix}/infer"
-                            cell = measure(server.pid, pinning, url, lua[name + suffix], connections, args)
+                            cell = wrk_cell(
+                                server.pid, pinning, url, lua[name + suffix], connections, args.warmup, args.duration
+                            )
                             cells.append(Cell(name, mode, connections, round_, *cell))
                             print(f"  {cells[-1]}", file=sys.stderr)
     rows = median_rows(

@@ -17,6 +17,7 @@ from modelserve.server.http.repository import RepositoryEndpoints
 from modelserve.server.http.tfserving import TfServingEndpoints
 from modelserve.server.http.v2 import V2Endpoints
 from modelserve.server.lifecycle import Server
+from modelserve.server.metrics import Metrics
 from modelserve.types import InferRequest
 
 
@@ -35,14 +36,17 @@ def build_server(config: ServerConfig) -> Server:
         decode_sample=_decode_sample,
         catalog=build_catalog(config),
         residency=residency,
+        record_stats=config.metrics,
     )
+    metrics = Metrics(manager, Path(config.stats_dir) if config.stats_dir else None)
     routes = (
-        V2Endpoints(manager).routes()
+        metrics.routes()
+        + V2Endpoints(manager).routes()
         + RepositoryEndpoints(manager, config.control_api).routes()
         + TfServingEndpoints(manager).routes()
     )
     grpc_handler = GrpcService(manager, config.control_api).handler()
-    return Server(config, manager, pool, HttpApp(routes, config.max_request_bytes), grpc_handler)
+    return Server(config, manager, pool, HttpApp(routes, config.max_request_bytes), grpc_handler, metrics)
 
 
 def build_catalog(config: ServerConfig) -> Catalog:

@@ -91,6 +91,12 @@ def main() -> None:
     default=None,
     help="Server processes sharing the ports (SO_REUSEPORT), each with every model loaded. [default: 1]",
 )
+@click.option(
+    "--metrics",
+    type=click.Choice(["on", "off"]),
+    default=None,
+    help="Per-request figures for /metrics and /v2/models/{m}/stats. [default: on]",
+)
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default=None)
 def serve(
     repository: Path,
@@ -108,6 +114,7 @@ def serve(
     idle_unload_s: float | None,
     memory_budget_mb: int | None,
     workers: int | None,
+    metrics: str | None,
     log_level: str | None,
 ) -> None:
     """Serve every model under REPOSITORY (REPOSITORY/<model>/<version>/<artifact>)."""
@@ -126,6 +133,7 @@ def serve(
         "idle_unload_s": idle_unload_s,
         "memory_budget_mb": memory_budget_mb,
         "workers": workers,
+        "metrics": None if metrics is None else metrics == "on",
         "log_level": log_level,
     }
     try:

@@ -35,6 +35,8 @@ class ServerConfig:
     load_wait_s: float = 60.0  # how long a request for a model that is not loaded waits for its load
     workers: int = 1  # server processes sharing the ports (SO_REUSEPORT), each with every model loaded
     reuse_port: bool = False  # set by the supervisor for its worker processes
+    metrics: bool = True  # per-request figures for /metrics and the stats endpoints
+    stats_dir: str = ""  # set by the supervisor: where workers share their figures for /metrics
     inference_threads: int = 0  # threads running runtimes; 0 = CPUs this process may use
     log_level: str = "info"
 

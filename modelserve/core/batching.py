@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from modelserve.core.pool import Pool
+from modelserve.core.stats import VersionStats
 from modelserve.errors import DeadlineExceeded
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ class Batcher:
         *,
         pin: Callable[[], None],
         unpin: Callable[[], None],
+        observe: VersionStats | None = None,
     ) -> None:
         """``predict(feeds, requested, signature)`` runs the runtime (in a pool thread). ``pin`` and
         ``unpin`` keep the version loaded while a call of it runs, whoever still waits for it."""
@@ -96,6 +98,7 @@ class Batcher:
         self._timer: asyncio.TimerHandle | None = None
         self._splittable = True
         self.stats = BatchStats()
+        self._observe = observe  # the version's serving statistics: queue time, batch size, compute time
 
     async def predict(
         self,
@@ -192,19 +195,25 @@ class Batcher:
         stats.requests += len(batch)
         stats.rows += sum(item.rows for item in batch)
         stats.queued_seconds += sum(now - item.queued_at for item in batch)
+        if self._observe is not None:
+            for item in batch:
+                self._observe.queue.observe(now - item.queued_at)
+            self._observe.batch_size.observe(sum(item.rows for item in batch))
         job = self._pool.submit(
             _run_batch, self._predict, [(i.feeds, i.requested, i.signature, i.rows, i.deadline) for i in batch]
         )
         loop = asyncio.get_running_loop()
         job.add_done_callback(lambda done: loop.call_soon_threadsafe(self._finished, batch, done))
 
-    def _finished(self, batch: list[_Item], job: Future[tuple[list[Outcome], bool]]) -> None:
+    def _finished(self, batch: list[_Item], job: Future[tuple[list[Outcome], bool, float]]) -> None:
         self._free += 1
         self._unpin()
         try:
-            outcomes, split_failed = job.result()
+            outcomes, split_failed, seconds = job.result()
         except BaseException as exc:  # the pool was shut down under it
-            outcomes, split_failed = [exc] * len(batch), False
+            outcomes, split_failed, seconds = [exc] * len(batch), False, 0.0
+        if self._observe is not None and seconds:
+            self._observe.compute.observe(seconds)
         if split_failed and self._splittable:
             self._splittable = False
             self.stats.split_fallbacks += 1
@@ -226,9 +235,10 @@ class _Unsplittable(Exception):
 Work = tuple[dict[str, np.ndarray], list[str] | None, str | None, int, float | None]
 
 
-def _run_batch(predict: Predict, items: Sequence[Work]) -> tuple[list[Outcome], bool]:
+def _run_batch(predict: Predict, items: Sequence[Work]) -> tuple[list[Outcome], bool, float]:
     """Run in a pool thread: one call for all ``items``, split back; on failure, each alone.
-    Returns the outcomes in order and whether a merged call's outputs could not be split.
+    Returns the outcomes in order, whether a merged call's outputs could not be split, and the
+    seconds the runtime computed.
 
     Deadlines are checked again here: the pool's queue may have held the batch past them."""
     now = time.monotonic()
@@ -239,6 +249,7 @@ def _run_batch(predict: Predict, items: Sequence[Work]) -> tuple[list[Outcome], 
         for *_, deadline in items
     ]
     live = [i for i, outcome in enumerate(outcomes) if outcome is None]
+    started = time.perf_counter()
     split_failed = False
     if len(live) == 1:
         feeds, requested, signature, *_ = items[live[0]]
@@ -258,7 +269,8 @@ def _run_batch(predict: Predict, items: Sequence[Work]) -> tuple[list[Outcome], 
             if outcomes[i] is None:
                 feeds, requested, signature, *_ = items[i]
                 outcomes[i] = _guarded(predict, feeds, requested, signature)
-    return [o for o in outcomes if o is not None], split_failed
+    elapsed = time.perf_counter() - started if live else 0.0
+    return [o for o in outcomes if o is not None], split_failed, elapsed
 
 
 def _guarded(

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 
@@ -29,6 +29,7 @@ from modelserve.core.catalog import Catalog, Decision, PolicyCatalog
 from modelserve.core.loading import load_version
 from modelserve.core.pool import Pool
 from modelserve.core.residency import Residency
+from modelserve.core.stats import ServerStats, VersionStats
 from modelserve.core.validation import Plan
 from modelserve.errors import (
     ConfigError,
@@ -82,6 +83,7 @@ class ModelVersion:
     batcher: Batcher | None = None  # merges concurrent requests (None: batching off or impossible)
     batchable: frozenset[str] = frozenset()  # the signatures whose every input and output is batched
     cache: ResponseCache | None = None  # this version's answers (config.yaml cache: on); dies with it
+    stats: VersionStats | None = None  # serving figures, kept by the manager across reloads
     last_used: float = 0.0  # time.monotonic() of the last request that pinned it
     memory: int = 0  # bytes it is estimated to hold while loaded (core/residency.py)
     asleep: bool = False  # unloaded to save memory (lazy, idle, evicted): the next request loads it
@@ -176,7 +178,7 @@ class Handle:
         self._mv = mv
         self._pool = pool
         self._released = False
-        self._job: Future[dict[str, np.ndarray]] | None = None
+        self._job: Future[Any] | None = None
         mv.pin()
         mv.last_used = time.monotonic()
 
@@ -219,6 +221,11 @@ class Handle:
         if cache is not None:
             key = cache.key(feeds, requested, signature)
             hit = cache.get(key)
+            if mv.stats is not None:
+                if hit is None:
+                    mv.stats.cache_misses += 1
+                else:
+                    mv.stats.cache_hits += 1
             if hit is not None:
                 return InferResponse(mv.model, str(mv.version), plan.outputs(hit, requested), id=request.id)
         raw = await self._compute(mv, feeds, requested, deadline, signature)
@@ -246,9 +253,14 @@ class Handle:
                 raise
             except Exception as exc:
                 raise RuntimeFailure(f"runtime of {mv.label} raised {type(exc).__name__}: {exc}") from exc
-        self._job = job = self._pool.submit(_predict, runtime, feeds, requested, deadline, signature)
+        submitted = time.perf_counter()
+        self._job = job = self._pool.submit(_timed_predict, runtime, feeds, requested, deadline, signature)
         try:
-            return await asyncio.wrap_future(job)
+            raw, started, finished = await asyncio.wrap_future(job)
+            if mv.stats is not None:
+                mv.stats.queue.observe(started - submitted)
+                mv.stats.compute.observe(finished - started)
+            return raw
         except asyncio.CancelledError:
             job.cancel()  # still queued: it will never run
             raise
@@ -279,6 +291,19 @@ class Handle:
         self.release()
 
 
+def _timed_predict(
+    runtime: Runtime,
+    feeds: dict[str, np.ndarray],
+    requested: list[str] | None,
+    deadline: float | None,
+    signature: str | None,
+) -> tuple[dict[str, np.ndarray], float, float]:
+    """:func:`_predict`, with when (``time.perf_counter()``) it started and finished."""
+    started = time.perf_counter()
+    raw = _predict(runtime, feeds, requested, deadline, signature)
+    return raw, started, time.perf_counter()
+
+
 def _predict(
     runtime: Runtime,
     feeds: dict[str, np.ndarray],
@@ -303,6 +328,7 @@ class ModelManager:
         decode_sample: warmup.SampleDecoder | None = None,
         catalog: Catalog | None = None,
         residency: Residency | None = None,
+        record_stats: bool = True,
     ) -> None:
         """``decode_sample`` turns a warmup file (``<version>/warmup/*.json``) into a request; without
         one, a version that ships warmup files fails to load rather than skip them silently."""
@@ -312,6 +338,8 @@ class ModelManager:
         self._decode_sample = decode_sample
         self.catalog: Catalog = catalog if catalog is not None else PolicyCatalog()
         self.residency = residency if residency is not None else Residency()
+        self.stats = ServerStats()
+        self._record_stats = record_stats  # off: no per-request figures (benchmarks measure the cost)
         self._waking: dict[str, asyncio.Task[None]] = {}  # asleep models being loaded for a request
         self._models: dict[str, Model] = {}
         self._locks: dict[str, asyncio.Lock] = {}  # one load/unload at a time per model name
@@ -377,6 +405,17 @@ class ModelManager:
             for mv in sleepers:
                 mv.asleep, mv.state, mv.reason = False, ModelState.LOADING, ""
             await asyncio.gather(*(self._load(mv, model.config) for mv in sleepers))
+
+    def record_request(self, name: str, version: int | None, protocol: str, outcome: str, seconds: float) -> None:
+        """Count one inference request of model ``name`` (a name the repository does not know is
+        not counted per model: clients must not be able to create metric labels at will)."""
+        if not self._record_stats or name not in self._models:
+            return
+        self.stats.version(name, "" if version is None else str(version)).request(protocol, outcome, seconds)
+
+    def versions(self) -> list[tuple[str, ModelVersion]]:
+        """Every known version of every model: for statistics and metrics."""
+        return [(name, mv) for name, model in self._models.items() for mv in model.versions.values()]
 
     def statuses(self, name: str) -> list[VersionStatus]:
         model = self.model(name)
@@ -621,13 +660,17 @@ class ModelManager:
             )
         except LoadError as exc:
             self._fail(mv, exc.message)
+            self.stats.loaded(mv.model, time.perf_counter() - started, ok=False)
             await self._record("load_failed", mv)
             return
         except Exception as exc:
             log.exception("model %s failed to load", mv.label)
             self._fail(mv, f"unexpected {type(exc).__name__} while loading: {exc}")
+            self.stats.loaded(mv.model, time.perf_counter() - started, ok=False)
             await self._record("load_failed", mv)
             return
+        self.stats.loaded(mv.model, time.perf_counter() - started, ok=True)
+        mv.stats = self.stats.version(mv.model, str(mv.version)) if self._record_stats else None
         mv.runtime, mv.metadata, mv.plans = runtime, metadata, plans
         mv.plan = next(iter(plans.values()))
         mv.signatures = {name: plan.signature for name, plan in plans.items()}
@@ -687,7 +730,7 @@ class ModelManager:
         def predict(feeds: dict[str, np.ndarray], requested: list[str] | None, signature: str | None) -> Raw:
             return _predict(runtime, feeds, requested, None, signature)
 
-        mv.batcher = Batcher(self._pool, predict, policy, mv.label, pin=mv.pin, unpin=mv.unpin)
+        mv.batcher = Batcher(self._pool, predict, policy, mv.label, pin=mv.pin, unpin=mv.unpin, observe=mv.stats)
 
     async def _record(self, action: str, mv: ModelVersion) -> None:
         """Tell the catalog (the registry's audit log, when serving from one); never fails the caller."""

@@ -24,6 +24,7 @@ from modelserve.core.manager import ModelManager
 from modelserve.core.pool import Pool
 from modelserve.core.watcher import RepositoryWatcher
 from modelserve.server.http.app import HttpApp
+from modelserve.server.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ class Server:
         pool: Pool,
         http_app: HttpApp,
         grpc_handler: grpc.GenericRpcHandler,
+        metrics: Metrics | None = None,
     ) -> None:
         self.config = config
         self.manager = manager
@@ -50,6 +52,8 @@ class Server:
         self._watcher = RepositoryWatcher(manager, config.watch_interval) if config.watch_interval > 0 else None
         self._watching: asyncio.Task[None] | None = None
         self._idling: asyncio.Task[None] | None = None
+        self._metrics = metrics
+        self._publishing: asyncio.Task[None] | None = None
         self.http_port = 0
 
     @property
@@ -128,6 +132,8 @@ class Server:
         if self._watcher is not None:
             self._watching = asyncio.create_task(self._watcher.run())
             log.info("watching %s for changes every %s s", self.config.repository, self.config.watch_interval)
+        if self._metrics is not None and self.config.stats_dir and self._publishing is None:
+            self._publishing = asyncio.create_task(self._metrics.publish())
         if self.config.idle_unload_s > 0 and self._idling is None:
             self._idling = asyncio.create_task(self._unload_idle(self.config.idle_unload_s))
 
@@ -155,7 +161,7 @@ class Server:
     async def stop(self) -> None:
         """Stop accepting, finish in-flight requests, unload every model."""
         self._watcher = None  # an initial load still running must not start it after this
-        for task in (self._watching, self._idling):
+        for task in (self._watching, self._idling, self._publishing):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -13,10 +13,12 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from types import FrameType
@@ -49,8 +51,11 @@ class Supervisor:
         self._workers: dict[int, tuple[subprocess.Popen[bytes], float]] = {}  # slot -> (process, started)
         self._failures: dict[int, int] = {}  # slot -> young deaths in a row
         self._stopping = False
+        self._stats_dir = ""
 
     def run(self) -> int:
+        # every worker publishes its figures here; any worker's /metrics adds them all up
+        self._stats_dir = tempfile.mkdtemp(prefix="modelserve-stats-")
         http = reserve(self._config.host, self._config.http_port)
         grpc = reserve(self._config.host, self._config.grpc_port)
         ports = ["--http-port", str(http.getsockname()[1]), "--grpc-port", str(grpc.getsockname()[1])]
@@ -71,13 +76,20 @@ class Supervisor:
         finally:
             http.close()
             grpc.close()
+            shutil.rmtree(self._stats_dir, ignore_errors=True)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         log.info("received %s, stopping the workers", signal.Signals(signum).name)
         self._stopping = True
 
     def _start(self, slot: int) -> None:
-        env = {**os.environ, "MODELSERVE_REUSE_PORT": "on", "MODELSERVE_WORKERS": "1", "MODELSERVE_WORKER": str(slot)}
+        env = {
+            **os.environ,
+            "MODELSERVE_REUSE_PORT": "on",
+            "MODELSERVE_WORKERS": "1",
+            "MODELSERVE_WORKER": str(slot),
+            "MODELSERVE_STATS_DIR": self._stats_dir,
+        }
         process = subprocess.Popen(self._argv, env=env, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
         self._workers[slot] = (process, time.monotonic())
         log.info("worker %d started (pid %d)", slot, process.pid)

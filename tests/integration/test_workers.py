@@ -18,6 +18,7 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+from prometheus_client.parser import text_string_to_metric_families
 
 # answers with the PID of the process that ran it
 WHO = """\
@@ -116,6 +117,28 @@ def test_workers_share_the_ports_and_a_dead_one_is_replaced(supervised: Supervis
     after = supervised.pids()
     assert victim not in after and len(after) == 2
     assert any("exited with -9; restarting" in line for line in supervised.log)
+
+
+def _served(supervised: Supervised) -> float:
+    """modelserve_requests_total of ``who`` (successes) as one worker's /metrics reports it."""
+    with httpx.Client(base_url=supervised.http, timeout=10) as client:  # a new connection: any worker
+        text = client.get("/metrics").text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "modelserve_requests_total" and sample.labels.get("outcome") == "success":
+                return float(sample.value)
+    return 0.0
+
+
+def test_metrics_add_up_every_worker(supervised: Supervised) -> None:
+    time.sleep(1.5)  # every worker has published its figures (once a second)
+    before = {_served(supervised) for _ in range(6)}
+    assert len(before) == 1, f"workers disagree: {before}"
+    served = supervised.pids(40)
+    assert len(served) == 2  # both workers answered some
+    time.sleep(1.5)
+    after = {_served(supervised) for _ in range(6)}
+    assert after == {before.pop() + 40}
 
 
 def test_workers_die_with_a_killed_supervisor(supervised: Supervised) -> None:

@@ -27,6 +27,7 @@ from modelserve.protocol.v2.grpc import codec
 from modelserve.protocol.v2.grpc import messages as pb
 from modelserve.server.control import checked_target
 from modelserve.server.info import EXTENSIONS, SERVER_NAME
+from modelserve.server.observe import Observed
 
 log = logging.getLogger(__name__)
 
@@ -86,11 +87,22 @@ class GrpcService:
     # -- inference -------------------------------------------------------------------------
 
     async def model_infer(self, msg: Any, context: Context) -> Any:
+        seen = Observed(self._manager, "grpc", msg.model_name)
+        try:
+            reply = await self._model_infer(msg, context, seen)
+        except BaseException as exc:
+            seen.done(exc)
+            raise
+        seen.done(None)
+        return reply
+
+    async def _model_infer(self, msg: Any, context: Context, seen: Observed) -> Any:
         deadline = _deadline(context)
         name, version = _model_name(msg.model_name), parse_version(msg.model_version)
         request = codec.decode_infer_request(msg)
         label = _label(context, version, request.parameters.get(names.LABEL_PARAMETER))
         with await self._manager.checkout(name, version, label) as handle:
+            seen.version = handle.version
             response = await handle.infer(request, deadline)
             sunset = handle.sunset
         if sunset is not None:  # the REST headers' twins, as trailing metadata

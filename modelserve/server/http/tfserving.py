@@ -7,6 +7,7 @@ from modelserve.errors import ModelNotReady, Unsupported
 from modelserve.protocol.names import parse_label
 from modelserve.protocol.tfserving import rest as tf
 from modelserve.server.http.app import JSON, Reply, Request, Route, parse_version, retirement_headers
+from modelserve.server.observe import Observed
 
 _MODEL = r"/v1/models/(?P<model>[^/:]+)(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?"
 
@@ -42,7 +43,18 @@ class TfServingEndpoints:
             return 200, tf.encode_metadata(handle.metadata, handle.version, handle.signatures), JSON
 
     async def predict(self, request: Request) -> Reply:
+        seen = Observed(self._manager, "tfserving", request.params["model"])
+        try:
+            reply = await self._predict(request, seen)
+        except BaseException as exc:
+            seen.done(exc)
+            raise
+        seen.done(None)
+        return reply
+
+    async def _predict(self, request: Request, seen: Observed) -> Reply:
         with await self._checkout(request) as handle:
+            seen.version = handle.version
             infer_request, rows = tf.decode_predict_request(request.body, handle.signatures)
             response = await handle.infer(infer_request)
             retiring = retirement_headers(handle.sunset)

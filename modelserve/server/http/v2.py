@@ -9,6 +9,7 @@ from modelserve.protocol import names
 from modelserve.protocol.v2 import binary, rest
 from modelserve.server.http.app import JSON, Reply, Request, Route, parse_version, retirement_headers
 from modelserve.server.info import EXTENSIONS, SERVER_NAME
+from modelserve.server.observe import Observed
 
 _MODEL = r"/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?"
 _OCTETS = b"application/octet-stream"
@@ -62,11 +63,22 @@ class V2Endpoints:
         return 200, rest.dumps({"name": name, "ready": True}), JSON
 
     async def infer(self, request: Request) -> Reply:
+        seen = Observed(self._manager, "rest", request.params["model"])
+        try:
+            reply = await self._infer(request, seen)
+        except BaseException as exc:
+            seen.done(exc)
+            raise
+        seen.done(None)
+        return reply
+
+    async def _infer(self, request: Request, seen: Observed) -> Reply:
         version = parse_version(request.params)
         json_length = binary.header_length(request.header(binary.HEADER), len(request.body))
         infer_request = rest.decode_infer_request(request.body, json_length)
         label = self._label(request, version, infer_request.parameters.get(names.LABEL_PARAMETER))
         with await self._manager.checkout(request.params["model"], version, label) as handle:
+            seen.version = handle.version
             response = await handle.infer(infer_request)
             retiring = retirement_headers(handle.sunset)
         body, header_length = rest.encode_infer_response(response, infer_request)

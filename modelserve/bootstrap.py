@@ -18,6 +18,7 @@ from modelserve.server.http.tfserving import TfServingEndpoints
 from modelserve.server.http.v2 import V2Endpoints
 from modelserve.server.lifecycle import Server
 from modelserve.server.metrics import Metrics
+from modelserve.server.observe import Observer
 from modelserve.types import InferRequest
 
 
@@ -39,13 +40,14 @@ def build_server(config: ServerConfig) -> Server:
         record_stats=config.metrics,
     )
     metrics = Metrics(manager, Path(config.stats_dir) if config.stats_dir else None)
+    observer = Observer(manager, config.access_log)
     routes = (
         metrics.routes()
-        + V2Endpoints(manager).routes()
+        + V2Endpoints(manager, observer).routes()
         + RepositoryEndpoints(manager, config.control_api).routes()
-        + TfServingEndpoints(manager).routes()
+        + TfServingEndpoints(manager, observer).routes()
     )
-    grpc_handler = GrpcService(manager, config.control_api).handler()
+    grpc_handler = GrpcService(manager, config.control_api, observer).handler()
     return Server(config, manager, pool, HttpApp(routes, config.max_request_bytes), grpc_handler, metrics)
 
 

@@ -15,6 +15,7 @@ from modelserve.cli.registry import registry
 from modelserve.config.server import ServerConfig
 from modelserve.errors import ModelServeError
 from modelserve.server.supervisor import Supervisor, worker_argv
+from modelserve.telemetry import logs
 
 
 @click.group()
@@ -97,6 +98,18 @@ def main() -> None:
     default=None,
     help="Per-request figures for /metrics and /v2/models/{m}/stats. [default: on]",
 )
+@click.option(
+    "--log-format",
+    type=click.Choice(["auto", "json", "console"]),
+    default=None,
+    help="JSON lines, or a line for people; auto: console on a terminal, JSON otherwise. [default: auto]",
+)
+@click.option(
+    "--access-log",
+    type=click.Choice(["on", "off"]),
+    default=None,
+    help="One structured record per inference request (logger modelserve.access). [default: off]",
+)
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default=None)
 def serve(
     repository: Path,
@@ -115,6 +128,8 @@ def serve(
     memory_budget_mb: int | None,
     workers: int | None,
     metrics: str | None,
+    log_format: str | None,
+    access_log: str | None,
     log_level: str | None,
 ) -> None:
     """Serve every model under REPOSITORY (REPOSITORY/<model>/<version>/<artifact>)."""
@@ -134,17 +149,15 @@ def serve(
         "memory_budget_mb": memory_budget_mb,
         "workers": workers,
         "metrics": None if metrics is None else metrics == "on",
+        "log_format": log_format,
+        "access_log": None if access_log is None else access_log == "on",
         "log_level": log_level,
     }
     try:
         config = ServerConfig.load(repository, overrides)
     except ModelServeError as exc:
         raise click.UsageError(exc.message) from None
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.configure(config.log_level, config.log_format)
     if config.workers > 1:
         sys.exit(Supervisor(config, worker_argv(sys.argv[1:])).run())
     try:

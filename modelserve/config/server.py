@@ -39,6 +39,8 @@ class ServerConfig:
     stats_dir: str = ""  # set by the supervisor: where workers share their figures for /metrics
     inference_threads: int = 0  # threads running runtimes; 0 = CPUs this process may use
     log_level: str = "info"
+    log_format: str = "auto"  # auto (console on a terminal, else json), json, console
+    access_log: bool = False  # one structured record per inference request
 
     def __post_init__(self) -> None:
         for name in ("http_port", "grpc_port"):
@@ -58,6 +60,8 @@ class ServerConfig:
                 "idle_unload_s and memory_budget_mb must be >= 0 and load_wait_s > 0, got "
                 f"{self.idle_unload_s}, {self.memory_budget_mb}, {self.load_wait_s}"
             )
+        if self.log_format not in ("auto", "json", "console"):
+            raise ConfigError(f"log_format must be auto, json or console, got {self.log_format!r}")
         if self.workers < 1:
             raise ConfigError(f"workers must be >= 1, got {self.workers}")
         if self.workers > 1 and self.control_api:

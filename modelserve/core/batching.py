@@ -28,6 +28,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +39,9 @@ from modelserve.core.stats import VersionStats
 from modelserve.errors import DeadlineExceeded
 
 log = logging.getLogger(__name__)
+
+# rows of the runtime call that answered this task's last request (the access log reports it)
+batch_rows: ContextVar[int] = ContextVar("batch_rows", default=0)
 
 Predict = Callable[[dict[str, np.ndarray], list[str] | None, str | None], dict[str, np.ndarray]]
 Outcome = dict[str, np.ndarray] | BaseException
@@ -72,6 +76,7 @@ class _Item:
     deadline: float | None
     future: asyncio.Future[dict[str, np.ndarray]]
     queued_at: float = field(default_factory=time.monotonic)
+    batch_rows: int = 0  # rows of the runtime call it joined
 
 
 class Batcher:
@@ -117,7 +122,9 @@ class Batcher:
         item = _Item(feeds, requested, signature, rows, key, deadline, loop.create_future())
         self._queue.append(item)
         self._dispatch()
-        return await item.future  # a cancelled caller cancels the future: _take skips it
+        result = await item.future  # a cancelled caller cancels the future: _take skips it
+        batch_rows.set(item.batch_rows)
+        return result
 
     # -- the queue -------------------------------------------------------------------------
 
@@ -195,10 +202,13 @@ class Batcher:
         stats.requests += len(batch)
         stats.rows += sum(item.rows for item in batch)
         stats.queued_seconds += sum(now - item.queued_at for item in batch)
+        rows = sum(item.rows for item in batch)
+        for item in batch:
+            item.batch_rows = rows
         if self._observe is not None:
             for item in batch:
                 self._observe.queue.observe(now - item.queued_at)
-            self._observe.batch_size.observe(sum(item.rows for item in batch))
+            self._observe.batch_size.observe(rows)
         job = self._pool.submit(
             _run_batch, self._predict, [(i.feeds, i.requested, i.signature, i.rows, i.deadline) for i in batch]
         )

@@ -27,7 +27,7 @@ from modelserve.protocol.v2.grpc import codec
 from modelserve.protocol.v2.grpc import messages as pb
 from modelserve.server.control import checked_target
 from modelserve.server.info import EXTENSIONS, SERVER_NAME
-from modelserve.server.observe import Observed
+from modelserve.server.observe import REQUEST_ID_HEADER, Observed, Observer
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +36,10 @@ Unary = Callable[[Any, Context], Awaitable[Any]]
 
 
 class GrpcService:
-    def __init__(self, manager: ModelManager, control_api: bool) -> None:
+    def __init__(self, manager: ModelManager, control_api: bool, observer: Observer | None = None) -> None:
         self._manager = manager
         self._control_api = control_api
+        self._observer = observer if observer is not None else Observer(manager, access_log=False)
 
     def handler(self) -> grpc.GenericRpcHandler:
         unary: dict[str, Unary] = {
@@ -87,7 +88,8 @@ class GrpcService:
     # -- inference -------------------------------------------------------------------------
 
     async def model_infer(self, msg: Any, context: Context) -> Any:
-        seen = Observed(self._manager, "grpc", msg.model_name)
+        request_id = next((v for k, v in context.invocation_metadata() or () if k == REQUEST_ID_HEADER), None)
+        seen = self._observer.start("grpc", msg.model_name, request_id if isinstance(request_id, str) else None)
         try:
             reply = await self._model_infer(msg, context, seen)
         except BaseException as exc:

@@ -7,14 +7,15 @@ from modelserve.errors import ModelNotReady, Unsupported
 from modelserve.protocol.names import parse_label
 from modelserve.protocol.tfserving import rest as tf
 from modelserve.server.http.app import JSON, Reply, Request, Route, parse_version, retirement_headers
-from modelserve.server.observe import Observed
+from modelserve.server.observe import REQUEST_ID_HEADER, Observed, Observer
 
 _MODEL = r"/v1/models/(?P<model>[^/:]+)(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?"
 
 
 class TfServingEndpoints:
-    def __init__(self, manager: ModelManager) -> None:
+    def __init__(self, manager: ModelManager, observer: Observer | None = None) -> None:
         self._manager = manager
+        self._observer = observer if observer is not None else Observer(manager, access_log=False)
 
     def routes(self) -> list[Route]:
         return [
@@ -43,14 +44,17 @@ class TfServingEndpoints:
             return 200, tf.encode_metadata(handle.metadata, handle.version, handle.signatures), JSON
 
     async def predict(self, request: Request) -> Reply:
-        seen = Observed(self._manager, "tfserving", request.params["model"])
+        seen = self._observer.start("tfserving", request.params["model"], request.header(REQUEST_ID_HEADER))
         try:
             reply = await self._predict(request, seen)
         except BaseException as exc:
             seen.done(exc)
             raise
         seen.done(None)
-        return reply
+        if seen.request_id is None:
+            return reply
+        status, body, headers = reply
+        return status, body, [*headers, (REQUEST_ID_HEADER.encode(), seen.request_id.encode())]
 
     async def _predict(self, request: Request, seen: Observed) -> Reply:
         with await self._checkout(request) as handle:

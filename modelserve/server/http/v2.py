@@ -9,15 +9,16 @@ from modelserve.protocol import names
 from modelserve.protocol.v2 import binary, rest
 from modelserve.server.http.app import JSON, Reply, Request, Route, parse_version, retirement_headers
 from modelserve.server.info import EXTENSIONS, SERVER_NAME
-from modelserve.server.observe import Observed
+from modelserve.server.observe import REQUEST_ID_HEADER, Observed, Observer
 
 _MODEL = r"/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?"
 _OCTETS = b"application/octet-stream"
 
 
 class V2Endpoints:
-    def __init__(self, manager: ModelManager) -> None:
+    def __init__(self, manager: ModelManager, observer: Observer | None = None) -> None:
         self._manager = manager
+        self._observer = observer if observer is not None else Observer(manager, access_log=False)
         self._server_metadata = rest.dumps({"name": SERVER_NAME, "version": __version__, "extensions": EXTENSIONS})
 
     def routes(self) -> list[Route]:
@@ -63,14 +64,17 @@ class V2Endpoints:
         return 200, rest.dumps({"name": name, "ready": True}), JSON
 
     async def infer(self, request: Request) -> Reply:
-        seen = Observed(self._manager, "rest", request.params["model"])
+        seen = self._observer.start("rest", request.params["model"], request.header(REQUEST_ID_HEADER))
         try:
             reply = await self._infer(request, seen)
         except BaseException as exc:
             seen.done(exc)
             raise
         seen.done(None)
-        return reply
+        if seen.request_id is None:
+            return reply
+        status, body, headers = reply
+        return status, body, [*headers, (REQUEST_ID_HEADER.encode(), seen.request_id.encode())]
 
     async def _infer(self, request: Request, seen: Observed) -> Reply:
         version = parse_version(request.params)

@@ -1,0 +1,1 @@
+"""Leaves shared by every layer for logs (and later traces): no layer logic here."""

@@ -2,8 +2,9 @@
 
 What it measures: requests per second and p50/p99 of REST JSON requests (one iris row, the ONNX
 example model: the cheapest model, where a per-request cost shows most) at ``--connections``
-(default 32), with ``modelserve serve --metrics on`` and ``--metrics off``, one server at a time,
-alternating in each round. The table shows medians and the on/off ratio; the target is a cost
+(default 32), with ``modelserve serve --metrics on``, ``--metrics off`` and metrics plus
+``--tracing on`` (spans made, not exported: ``OTEL_TRACES_EXPORTER=none``), one server at a time,
+in alternating order each round. The table shows medians and the on/off ratio; the target is a cost
 under 5 %, i.e. a ratio of at least 0.95.
 
     python benchmarks/observability.py [--duration 8] [--warmup 2] [--connections 32] [--rounds 3]
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -34,6 +36,12 @@ from _common import (
     wrk_cell,
 )
 
+# what each row turns on; spans are made but not exported (OTEL_TRACES_EXPORTER=none): the server's own cost
+MODES = {
+    "on": ["--metrics", "on"],
+    "off": ["--metrics", "off"],
+    "on+tracing": ["--metrics", "on", "--tracing", "on"],
+}
 BODY = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "data": [5.1, 3.5, 1.4, 0.2]}]})
 
 
@@ -72,6 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     check_grid_arguments(parser, args)
     pinning = Pinning.detect()
+    os.environ["OTEL_TRACES_EXPORTER"] = "none"  # inherited by the servers
     cells: list[Cell] = []
     with tempfile.TemporaryDirectory(prefix="modelserve-observability-") as scratch:
         repo = Path(scratch) / "models"
@@ -82,8 +91,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             f'wrk.headers["Content-Type"] = "application/json"\n{WRK_DONE_LUA}'
         )
         for round_ in range(args.rounds):
-            for mode in ("on", "off") if round_ % 2 == 0 else ("off", "on"):
-                with running_server(repo, pinning, ["--metrics", mode, "--watch-interval", "0"]) as server:
+            modes = list(MODES) if round_ % 2 == 0 else list(reversed(MODES))
+            for mode in modes:
+                with running_server(repo, pinning, [*MODES[mode], "--watch-interval", "0"]) as server:
                     url = f"{server.http_url}/v2/models/iris/infer"
                     httpx.post(url, content=BODY, headers={"content-type": "application/json"}).raise_for_status()
                     for connections in args.connections:
@@ -104,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         off = by_key.get((r["connections"], "off"))
-        ratio = f"{r['req_per_s'] / off['req_per_s']:.3f}" if off and r["metrics"] == "on" else ""
+        ratio = f"{r['req_per_s'] / off['req_per_s']:.3f}" if off and r["metrics"] != "off" else ""
         flag = "!" if r["wrk_cpu_pct"] > LOADGEN_CPU_LIMIT else ""
         print(
             f"| {r['metrics']} | {r['connections']} | {r['req_per_s']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "

@@ -19,6 +19,7 @@ from modelserve.server.http.v2 import V2Endpoints
 from modelserve.server.lifecycle import Server
 from modelserve.server.metrics import Metrics
 from modelserve.server.observe import Observer
+from modelserve.telemetry.tracing import Tracing
 from modelserve.types import InferRequest
 
 
@@ -40,7 +41,8 @@ def build_server(config: ServerConfig) -> Server:
         record_stats=config.metrics,
     )
     metrics = Metrics(manager, Path(config.stats_dir) if config.stats_dir else None)
-    observer = Observer(manager, config.access_log)
+    tracing = Tracing() if config.tracing else None
+    observer = Observer(manager, config.access_log, tracing)
     routes = (
         metrics.routes()
         + V2Endpoints(manager, observer).routes()
@@ -48,7 +50,9 @@ def build_server(config: ServerConfig) -> Server:
         + TfServingEndpoints(manager, observer).routes()
     )
     grpc_handler = GrpcService(manager, config.control_api, observer).handler()
-    return Server(config, manager, pool, HttpApp(routes, config.max_request_bytes), grpc_handler, metrics)
+    server = Server(config, manager, pool, HttpApp(routes, config.max_request_bytes), grpc_handler, metrics)
+    server.tracing = tracing
+    return server
 
 
 def build_catalog(config: ServerConfig) -> Catalog:

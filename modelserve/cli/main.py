@@ -110,6 +110,12 @@ def main() -> None:
     default=None,
     help="One structured record per inference request (logger modelserve.access). [default: off]",
 )
+@click.option(
+    "--tracing",
+    type=click.Choice(["on", "off"]),
+    default=None,
+    help="OpenTelemetry spans per inference request, exported as the OTEL_* variables say. [default: off]",
+)
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default=None)
 def serve(
     repository: Path,
@@ -130,6 +136,7 @@ def serve(
     metrics: str | None,
     log_format: str | None,
     access_log: str | None,
+    tracing: str | None,
     log_level: str | None,
 ) -> None:
     """Serve every model under REPOSITORY (REPOSITORY/<model>/<version>/<artifact>)."""
@@ -151,6 +158,7 @@ def serve(
         "metrics": None if metrics is None else metrics == "on",
         "log_format": log_format,
         "access_log": None if access_log is None else access_log == "on",
+        "tracing": None if tracing is None else tracing == "on",
         "log_level": log_level,
     }
     try:

@@ -41,6 +41,7 @@ class ServerConfig:
     log_level: str = "info"
     log_format: str = "auto"  # auto (console on a terminal, else json), json, console
     access_log: bool = False  # one structured record per inference request
+    tracing: bool = False  # OpenTelemetry spans per inference request, exported as OTEL_* says
 
     def __post_init__(self) -> None:
         for name in ("http_port", "grpc_port"):

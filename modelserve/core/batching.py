@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 # rows of the runtime call that answered this task's last request (the access log reports it)
 batch_rows: ContextVar[int] = ContextVar("batch_rows", default=0)
+# and when (time.perf_counter()) that request was queued, its call started and ended (traces)
+phases: ContextVar[tuple[float, float, float] | None] = ContextVar("phases", default=None)
 
 Predict = Callable[[dict[str, np.ndarray], list[str] | None, str | None], dict[str, np.ndarray]]
 Outcome = dict[str, np.ndarray] | BaseException
@@ -77,6 +79,8 @@ class _Item:
     future: asyncio.Future[dict[str, np.ndarray]]
     queued_at: float = field(default_factory=time.monotonic)
     batch_rows: int = 0  # rows of the runtime call it joined
+    enqueued: float = field(default_factory=time.perf_counter)
+    phases: tuple[float, float, float] | None = None  # queued, call started, call ended (perf_counter)
 
 
 class Batcher:
@@ -124,6 +128,7 @@ class Batcher:
         self._dispatch()
         result = await item.future  # a cancelled caller cancels the future: _take skips it
         batch_rows.set(item.batch_rows)
+        phases.set(item.phases)
         return result
 
     # -- the queue -------------------------------------------------------------------------
@@ -224,6 +229,9 @@ class Batcher:
             outcomes, split_failed, seconds = [exc] * len(batch), False, 0.0
         if self._observe is not None and seconds:
             self._observe.compute.observe(seconds)
+        ended = time.perf_counter()
+        for item in batch:
+            item.phases = (item.enqueued, ended - seconds, ended)
         if split_failed and self._splittable:
             self._splittable = False
             self.stats.split_fallbacks += 1

@@ -23,7 +23,7 @@ import numpy as np
 
 from modelserve.config.model import ModelConfig, load_model_config
 from modelserve.core import residency, warmup
-from modelserve.core.batching import Batcher, BatchPolicy
+from modelserve.core.batching import Batcher, BatchPolicy, phases
 from modelserve.core.cache import ResponseCache
 from modelserve.core.catalog import Catalog, Decision, PolicyCatalog
 from modelserve.core.loading import load_version
@@ -257,6 +257,7 @@ class Handle:
         self._job = job = self._pool.submit(_timed_predict, runtime, feeds, requested, deadline, signature)
         try:
             raw, started, finished = await asyncio.wrap_future(job)
+            phases.set((submitted, started, finished))
             if mv.stats is not None:
                 mv.stats.queue.observe(started - submitted)
                 mv.stats.compute.observe(finished - started)

@@ -88,20 +88,32 @@ class GrpcService:
     # -- inference -------------------------------------------------------------------------
 
     async def model_infer(self, msg: Any, context: Context) -> Any:
-        request_id = next((v for k, v in context.invocation_metadata() or () if k == REQUEST_ID_HEADER), None)
-        seen = self._observer.start("grpc", msg.model_name, request_id if isinstance(request_id, str) else None)
+        metadata = context.invocation_metadata() or ()
+        request_id = next((v for k, v in metadata if k == REQUEST_ID_HEADER), None)
+        seen = self._observer.start(
+            "grpc",
+            msg.model_name,
+            request_id if isinstance(request_id, str) else None,
+            metadata,
+            "inference.GRPCInferenceService/ModelInfer",
+        )
+        trailers: list[tuple[str, str]] = []
         try:
-            reply = await self._model_infer(msg, context, seen)
+            reply = await self._model_infer(msg, context, seen, trailers)
         except BaseException as exc:
             seen.done(exc)
             raise
         seen.done(None)
+        trailers.extend(seen.response_headers())
+        if trailers:
+            context.set_trailing_metadata(tuple(trailers))
         return reply
 
-    async def _model_infer(self, msg: Any, context: Context, seen: Observed) -> Any:
+    async def _model_infer(self, msg: Any, context: Context, seen: Observed, trailers: list[tuple[str, str]]) -> Any:
         deadline = _deadline(context)
         name, version = _model_name(msg.model_name), parse_version(msg.model_version)
-        request = codec.decode_infer_request(msg)
+        with seen.span("decode"):
+            request = codec.decode_infer_request(msg)
         label = _label(context, version, request.parameters.get(names.LABEL_PARAMETER))
         with await self._manager.checkout(name, version, label) as handle:
             seen.version = handle.version
@@ -109,10 +121,9 @@ class GrpcService:
             sunset = handle.sunset
         if sunset is not None:  # the REST headers' twins, as trailing metadata
             deprecated, retires = sunset
-            context.set_trailing_metadata(
-                (("deprecation", f"@{int(deprecated.timestamp())}"), ("sunset", retires.isoformat()))
-            )
-        return codec.encode_infer_response(response, request)
+            trailers += [("deprecation", f"@{int(deprecated.timestamp())}"), ("sunset", retires.isoformat())]
+        with seen.span("encode"):
+            return codec.encode_infer_response(response, request)
 
     async def model_stream_infer(self, requests: AsyncIterator[bytes], context: Context) -> AsyncIterator[bytes]:
         """One response per request, in order; a failed request yields ``error_message`` and the stream goes on."""

@@ -139,6 +139,14 @@ class HttpApp:
         return http_status(exc.code), encode_error(exc.message), JSON
 
 
+def with_headers(reply: Reply, extra: list[tuple[str, str]]) -> Reply:
+    """``reply`` with ``extra`` response headers added (names lower case, latin-1)."""
+    if not extra:
+        return reply
+    status, body, headers = reply
+    return status, body, [*headers, *((k.encode("latin-1"), v.encode("latin-1")) for k, v in extra)]
+
+
 def retirement_headers(sunset: tuple[datetime, datetime] | None) -> Headers:
     """``Deprecation`` (RFC 9745: ``@`` epoch seconds) and ``Sunset`` (RFC 8594: an HTTP date) for a
     version scheduled for retirement; none otherwise."""

@@ -6,7 +6,7 @@ from modelserve.core.manager import Handle, ModelManager
 from modelserve.errors import ModelNotReady, Unsupported
 from modelserve.protocol.names import parse_label
 from modelserve.protocol.tfserving import rest as tf
-from modelserve.server.http.app import JSON, Reply, Request, Route, parse_version, retirement_headers
+from modelserve.server.http.app import JSON, Reply, Request, Route, parse_version, retirement_headers, with_headers
 from modelserve.server.observe import REQUEST_ID_HEADER, Observed, Observer
 
 _MODEL = r"/v1/models/(?P<model>[^/:]+)(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?"
@@ -44,25 +44,31 @@ class TfServingEndpoints:
             return 200, tf.encode_metadata(handle.metadata, handle.version, handle.signatures), JSON
 
     async def predict(self, request: Request) -> Reply:
-        seen = self._observer.start("tfserving", request.params["model"], request.header(REQUEST_ID_HEADER))
+        seen = self._observer.start(
+            "tfserving",
+            request.params["model"],
+            request.header(REQUEST_ID_HEADER),
+            request.scope["headers"],
+            "POST /v1/models/{model}:predict",
+        )
         try:
             reply = await self._predict(request, seen)
         except BaseException as exc:
             seen.done(exc)
             raise
         seen.done(None)
-        if seen.request_id is None:
-            return reply
-        status, body, headers = reply
-        return status, body, [*headers, (REQUEST_ID_HEADER.encode(), seen.request_id.encode())]
+        return with_headers(reply, seen.response_headers())
 
     async def _predict(self, request: Request, seen: Observed) -> Reply:
         with await self._checkout(request) as handle:
             seen.version = handle.version
-            infer_request, rows = tf.decode_predict_request(request.body, handle.signatures)
+            with seen.span("decode"):
+                infer_request, rows = tf.decode_predict_request(request.body, handle.signatures)
             response = await handle.infer(infer_request)
             retiring = retirement_headers(handle.sunset)
-        return 200, tf.encode_predict_response(response, rows), JSON + retiring
+        with seen.span("encode"):
+            body = tf.encode_predict_response(response, rows)
+        return 200, body, JSON + retiring
 
     async def _checkout(self, request: Request) -> Handle:
         params = request.params

@@ -7,7 +7,7 @@ from modelserve.core.manager import ModelManager
 from modelserve.errors import ModelNotReady
 from modelserve.protocol import names
 from modelserve.protocol.v2 import binary, rest
-from modelserve.server.http.app import JSON, Reply, Request, Route, parse_version, retirement_headers
+from modelserve.server.http.app import JSON, Reply, Request, Route, parse_version, retirement_headers, with_headers
 from modelserve.server.info import EXTENSIONS, SERVER_NAME
 from modelserve.server.observe import REQUEST_ID_HEADER, Observed, Observer
 
@@ -64,28 +64,33 @@ class V2Endpoints:
         return 200, rest.dumps({"name": name, "ready": True}), JSON
 
     async def infer(self, request: Request) -> Reply:
-        seen = self._observer.start("rest", request.params["model"], request.header(REQUEST_ID_HEADER))
+        seen = self._observer.start(
+            "rest",
+            request.params["model"],
+            request.header(REQUEST_ID_HEADER),
+            request.scope["headers"],
+            "POST /v2/models/{model}/infer",
+        )
         try:
             reply = await self._infer(request, seen)
         except BaseException as exc:
             seen.done(exc)
             raise
         seen.done(None)
-        if seen.request_id is None:
-            return reply
-        status, body, headers = reply
-        return status, body, [*headers, (REQUEST_ID_HEADER.encode(), seen.request_id.encode())]
+        return with_headers(reply, seen.response_headers())
 
     async def _infer(self, request: Request, seen: Observed) -> Reply:
         version = parse_version(request.params)
         json_length = binary.header_length(request.header(binary.HEADER), len(request.body))
-        infer_request = rest.decode_infer_request(request.body, json_length)
+        with seen.span("decode"):
+            infer_request = rest.decode_infer_request(request.body, json_length)
         label = self._label(request, version, infer_request.parameters.get(names.LABEL_PARAMETER))
         with await self._manager.checkout(request.params["model"], version, label) as handle:
             seen.version = handle.version
             response = await handle.infer(infer_request)
             retiring = retirement_headers(handle.sunset)
-        body, header_length = rest.encode_infer_response(response, infer_request)
+        with seen.span("encode"):
+            body, header_length = rest.encode_infer_response(response, infer_request)
         if header_length is None:
             return 200, body, JSON + retiring
         return 200, body, [(b"content-type", _OCTETS), (binary.HEADER.encode(), str(header_length).encode()), *retiring]

@@ -1,0 +1,98 @@
+"""Tracing: a server span per inference request with decode/queue/runtime/encode children, the
+caller's W3C traceparent honoured and the trace id returned, over REST and gRPC."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import httpx
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+
+from modelserve import testing
+from modelserve.protocol.v2.grpc import messages as pb
+from tests.fixtures.models import _save_onnx, adder_model
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+PARENT_ID = "00f067aa0ba902b7"
+TRACEPARENT = f"00-{TRACE_ID}-{PARENT_ID}-01"
+GOOD = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3]}]}
+
+
+@pytest.fixture
+def traced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[testing.run, InMemorySpanExporter]]:
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")  # the test's exporter only
+    _save_onnx(tmp_path / "adder" / "1" / "model.onnx", adder_model(1.0))
+    srv = testing.run(tmp_path, tracing=True)
+    exporter = InMemorySpanExporter()
+    assert srv.server.tracing is not None
+    srv.server.tracing.provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with srv:
+        yield srv, exporter
+
+
+def _tree(spans: tuple[ReadableSpan, ...], root: ReadableSpan) -> list[str]:
+    return sorted(s.name for s in spans if s.parent is not None and s.parent.span_id == root.context.span_id)
+
+
+def test_rest_request_joins_the_callers_trace(traced: tuple[testing.run, InMemorySpanExporter]) -> None:
+    srv, exporter = traced
+    response = httpx.post(f"{srv.http_url}/v2/models/adder/infer", json=GOOD, headers={"traceparent": TRACEPARENT})
+    assert response.status_code == 200
+    assert response.headers["x-trace-id"] == TRACE_ID
+    assert response.headers["traceparent"].startswith(f"00-{TRACE_ID}-")
+    spans = exporter.get_finished_spans()
+    (server,) = [s for s in spans if s.kind is SpanKind.SERVER]
+    assert server.name == "POST /v2/models/{model}/infer"
+    assert f"{server.context.trace_id:032x}" == TRACE_ID
+    assert server.parent is not None and f"{server.parent.span_id:016x}" == PARENT_ID
+    assert response.headers["traceparent"] == f"00-{TRACE_ID}-{server.context.span_id:016x}-01"
+    assert _tree(spans, server) == ["decode", "encode", "queue", "runtime"]
+    runtime = next(s for s in spans if s.name == "runtime")
+    assert runtime.attributes is not None and runtime.attributes["modelserve.batch_rows"] == 1
+    assert server.attributes is not None and server.attributes["modelserve.version"] == "1"
+    assert server.attributes["http.response.status_code"] == 200
+    queue = next(s for s in spans if s.name == "queue")
+    assert queue.end_time is not None and runtime.start_time is not None and queue.end_time <= runtime.start_time
+
+
+def test_grpc_request_returns_the_trace_in_trailers(traced: tuple[testing.run, InMemorySpanExporter]) -> None:
+    srv, exporter = traced
+    msg = pb.ModelInferRequest(model_name="adder")
+    tensor = msg.inputs.add(name="x", datatype="FP32", shape=[1, 3])
+    tensor.contents.fp32_contents.extend([1, 2, 3])
+    with grpc.insecure_channel(srv.grpc_target) as channel:
+        infer = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+        _, call = infer.with_call(msg.SerializeToString(), metadata=(("traceparent", TRACEPARENT),), timeout=10)
+    trailers = dict(call.trailing_metadata() or ())
+    assert trailers["x-trace-id"] == TRACE_ID
+    (server,) = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.SERVER]
+    assert server.name == "inference.GRPCInferenceService/ModelInfer"
+    assert f"{server.context.trace_id:032x}" == TRACE_ID
+    assert server.attributes is not None and server.attributes["rpc.grpc.status_code"] == "OK"
+
+
+def test_a_request_without_traceparent_starts_a_trace_and_errors_are_marked(
+    traced: tuple[testing.run, InMemorySpanExporter],
+) -> None:
+    srv, exporter = traced
+    bad = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 2], "data": [1, 2]}]}
+    response = httpx.post(f"{srv.http_url}/v2/models/adder/infer", json=bad)
+    assert response.status_code == 400
+    (server,) = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.SERVER]
+    assert server.parent is None  # a new trace
+    assert server.attributes is not None and server.attributes["http.response.status_code"] == 400
+    assert server.status.status_code is not StatusCode.ERROR  # the client's mistake, not the server's
+
+
+def test_tracing_is_off_by_default(tmp_path: Path) -> None:
+    _save_onnx(tmp_path / "adder" / "1" / "model.onnx", adder_model(1.0))
+    with testing.run(tmp_path) as srv:
+        assert srv.server.tracing is None
+        response = httpx.post(f"{srv.http_url}/v2/models/adder/infer", json=GOOD, headers={"traceparent": TRACEPARENT})
+        assert "traceparent" not in response.headers and "x-trace-id" not in response.headers

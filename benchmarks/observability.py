@@ -41,7 +41,10 @@ MODES = {
     "on": ["--metrics", "on"],
     "off": ["--metrics", "off"],
     "on+tracing": ["--metrics", "on", "--tracing", "on"],
+    "on+tracing 1%": ["--metrics", "on", "--tracing", "on"],
 }
+# tracing with 1 % of new traces sampled (OTEL_TRACES_SAMPLER=parentbased_traceidratio, 0.01)
+SAMPLED_ENV = {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.01"}
 BODY = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "data": [5.1, 3.5, 1.4, 0.2]}]})
 
 
@@ -93,6 +96,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for round_ in range(args.rounds):
             modes = list(MODES) if round_ % 2 == 0 else list(reversed(MODES))
             for mode in modes:
+                for key, value in SAMPLED_ENV.items():  # the servers inherit the environment
+                    if mode == "on+tracing 1%":
+                        os.environ[key] = value
+                    else:
+                        os.environ.pop(key, None)
                 with running_server(repo, pinning, [*MODES[mode], "--watch-interval", "0"]) as server:
                     url = f"{server.http_url}/v2/models/iris/infer"
                     httpx.post(url, content=BODY, headers={"content-type": "application/json"}).raise_for_status()

@@ -82,7 +82,7 @@ class Observed:
 
     def span(self, name: str) -> contextlib.AbstractContextManager[Any]:
         """A child span of the request's (``decode``, ``encode``); nothing when tracing is off."""
-        if self._span is None:
+        if self._span is None or not self._span.is_recording():  # unsampled: children would be dropped
             return contextlib.nullcontext()
         tracing = self._observer.tracing
         assert tracing is not None
@@ -125,7 +125,7 @@ class Observed:
         span, tracing = self._span, self._observer.tracing
         assert tracing is not None
         parent = trace.set_span_in_context(span)
-        timing = phases.get() if exc is None else None
+        timing = phases.get() if exc is None and span.is_recording() else None
         if timing is not None:  # recorded after the fact: the batcher knows when each phase ran
             queued, call_started, call_ended = timing
             tracing.tracer.start_span("queue", context=parent, start_time=epoch_ns(queued)).end(

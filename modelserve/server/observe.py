@@ -11,8 +11,8 @@ import contextlib
 import re
 import time
 import uuid
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Awaitable, Iterable
+from typing import Any, TypeVar
 
 from modelserve.core.batching import batch_rows, phases
 from modelserve.core.manager import ModelManager
@@ -20,6 +20,8 @@ from modelserve.errors import ModelServeError
 from modelserve.protocol.status import grpc_status, http_status
 from modelserve.telemetry import logs
 from modelserve.telemetry.tracing import Tracing, epoch_ns, header_carrier
+
+T = TypeVar("T")
 
 REQUEST_ID_HEADER = "x-request-id"
 TRACE_ID_HEADER = "x-trace-id"
@@ -156,6 +158,17 @@ class Observed:
         if isinstance(exc, asyncio.CancelledError):
             return "CANCELLED" if grpc else 499  # the client went away (nginx's convention)
         return "INTERNAL" if grpc else 500
+
+
+async def watched(seen: Observed, work: Awaitable[T]) -> T:
+    """Await ``work`` and tell ``seen`` how it ended (its exception, or None)."""
+    try:
+        result = await work
+    except BaseException as exc:
+        seen.done(exc)
+        raise
+    seen.done(None)
+    return result
 
 
 def _trace_id(span: Any) -> str:

@@ -27,7 +27,7 @@ from modelserve.protocol.v2.grpc import codec
 from modelserve.protocol.v2.grpc import messages as pb
 from modelserve.server.control import checked_target
 from modelserve.server.info import EXTENSIONS, SERVER_NAME
-from modelserve.server.observe import REQUEST_ID_HEADER, Observed, Observer
+from modelserve.server.observe import REQUEST_ID_HEADER, Observed, Observer, watched
 
 log = logging.getLogger(__name__)
 
@@ -98,12 +98,7 @@ class GrpcService:
             "inference.GRPCInferenceService/ModelInfer",
         )
         trailers: list[tuple[str, str]] = []
-        try:
-            reply = await self._model_infer(msg, context, seen, trailers)
-        except BaseException as exc:
-            seen.done(exc)
-            raise
-        seen.done(None)
+        reply = await watched(seen, self._model_infer(msg, context, seen, trailers))
         trailers.extend(seen.response_headers())
         if trailers:
             context.set_trailing_metadata(tuple(trailers))

@@ -7,7 +7,7 @@ from modelserve.errors import ModelNotReady, Unsupported
 from modelserve.protocol.names import parse_label
 from modelserve.protocol.tfserving import rest as tf
 from modelserve.server.http.app import JSON, Reply, Request, Route, parse_version, retirement_headers, with_headers
-from modelserve.server.observe import REQUEST_ID_HEADER, Observed, Observer
+from modelserve.server.observe import REQUEST_ID_HEADER, Observed, Observer, watched
 
 _MODEL = r"/v1/models/(?P<model>[^/:]+)(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?"
 
@@ -51,12 +51,7 @@ class TfServingEndpoints:
             request.scope["headers"],
             "POST /v1/models/{model}:predict",
         )
-        try:
-            reply = await self._predict(request, seen)
-        except BaseException as exc:
-            seen.done(exc)
-            raise
-        seen.done(None)
+        reply = await watched(seen, self._predict(request, seen))
         return with_headers(reply, seen.response_headers())
 
     async def _predict(self, request: Request, seen: Observed) -> Reply:

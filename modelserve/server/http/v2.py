@@ -9,7 +9,7 @@ from modelserve.protocol import names
 from modelserve.protocol.v2 import binary, rest
 from modelserve.server.http.app import JSON, Reply, Request, Route, parse_version, retirement_headers, with_headers
 from modelserve.server.info import EXTENSIONS, SERVER_NAME
-from modelserve.server.observe import REQUEST_ID_HEADER, Observed, Observer
+from modelserve.server.observe import REQUEST_ID_HEADER, Observed, Observer, watched
 
 _MODEL = r"/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?"
 _OCTETS = b"application/octet-stream"
@@ -71,12 +71,7 @@ class V2Endpoints:
             request.scope["headers"],
             "POST /v2/models/{model}/infer",
         )
-        try:
-            reply = await self._infer(request, seen)
-        except BaseException as exc:
-            seen.done(exc)
-            raise
-        seen.done(None)
+        reply = await watched(seen, self._infer(request, seen))
         return with_headers(reply, seen.response_headers())
 
     async def _infer(self, request: Request, seen: Observed) -> Reply:

@@ -10,7 +10,7 @@ from modelserve.core.manager import ModelManager
 from modelserve.core.pool import Pool
 from modelserve.core.residency import Residency
 from modelserve.protocol.v2 import rest
-from modelserve.repository.registry import RegistryStore, Stage, default_url
+from modelserve.repository.registry import REGISTRY_DIR, RegistryStore, Stage, default_url
 from modelserve.server.grpc.service import GrpcService
 from modelserve.server.http.app import HttpApp
 from modelserve.server.http.repository import RepositoryEndpoints
@@ -19,6 +19,7 @@ from modelserve.server.http.v2 import V2Endpoints
 from modelserve.server.lifecycle import Server
 from modelserve.server.metrics import Metrics
 from modelserve.server.observe import Observer
+from modelserve.telemetry.payloads import PayloadSink
 from modelserve.telemetry.tracing import Tracing
 from modelserve.types import InferRequest
 
@@ -42,7 +43,12 @@ def build_server(config: ServerConfig) -> Server:
     )
     metrics = Metrics(manager, Path(config.stats_dir) if config.stats_dir else None)
     tracing = Tracing() if config.tracing else None
-    observer = Observer(manager, config.access_log, tracing)
+    sink = PayloadSink(
+        payload_directory(config),
+        max_file_bytes=config.payload_log_max_file_mb << 20,
+        keep_files=config.payload_log_keep_files,
+    )
+    observer = Observer(manager, config.access_log, tracing, sink)
     routes = (
         metrics.routes()
         + V2Endpoints(manager, observer).routes()
@@ -52,7 +58,16 @@ def build_server(config: ServerConfig) -> Server:
     grpc_handler = GrpcService(manager, config.control_api, observer).handler()
     server = Server(config, manager, pool, HttpApp(routes, config.max_request_bytes), grpc_handler, metrics)
     server.tracing = tracing
+    server.payloads = sink
+    metrics.payloads = sink
     return server
+
+
+def payload_directory(config: ServerConfig) -> Path:
+    """Where the payload log's files go: the configured directory, or the repository's own."""
+    if config.payload_log_dir:
+        return Path(config.payload_log_dir)
+    return config.repository / REGISTRY_DIR / "payloads"
 
 
 def build_catalog(config: ServerConfig) -> Catalog:

@@ -11,6 +11,7 @@ import click
 
 from modelserve import __version__
 from modelserve.bootstrap import build_server
+from modelserve.cli.logs import logs as logs_command
 from modelserve.cli.registry import registry
 from modelserve.config.server import ServerConfig
 from modelserve.errors import ModelServeError
@@ -116,6 +117,13 @@ def main() -> None:
     default=None,
     help="OpenTelemetry spans per inference request, exported as the OTEL_* variables say. [default: off]",
 )
+@click.option(
+    "--payload-log-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Where models with payload_log on write their requests and responses. "
+    "[default: REPOSITORY/.modelserve/payloads]",
+)
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default=None)
 def serve(
     repository: Path,
@@ -137,6 +145,7 @@ def serve(
     log_format: str | None,
     access_log: str | None,
     tracing: str | None,
+    payload_log_dir: Path | None,
     log_level: str | None,
 ) -> None:
     """Serve every model under REPOSITORY (REPOSITORY/<model>/<version>/<artifact>)."""
@@ -159,6 +168,7 @@ def serve(
         "log_format": log_format,
         "access_log": None if access_log is None else access_log == "on",
         "tracing": None if tracing is None else tracing == "on",
+        "payload_log_dir": None if payload_log_dir is None else str(payload_log_dir),
         "log_level": log_level,
     }
     try:
@@ -190,3 +200,4 @@ def _run(coro: object) -> None:
 
 
 main.add_command(registry)
+main.add_command(logs_command)

@@ -66,6 +66,15 @@ class Cache:
 
 
 @dataclass(frozen=True, slots=True)
+class PayloadLog:
+    """Payload logging of this model's requests (telemetry/payloads.py); off unless ``enabled``."""
+
+    enabled: bool = False
+    sample: float = 1.0  # fraction of requests logged
+    redact: tuple[str, ...] = ()  # input names whose values are not written
+
+
+@dataclass(frozen=True, slots=True)
 class TensorOverride:
     """Replaces, by position, the name and optionally datatype/shape the runtime reports."""
 
@@ -92,6 +101,7 @@ class ModelConfig:
     warmup: Warmup = Warmup()
     batching: Batching = Batching()
     cache: Cache = Cache()
+    payload_log: PayloadLog = PayloadLog()
     instances: int = 0  # runtime calls of one version that may run at once; 0: one per inference thread
     processes: int = 0  # run the model in this many worker processes (core/processes.py); 0: in the server
     trusted: bool = False  # allow pickle/joblib artifacts, which can run arbitrary code
@@ -106,7 +116,7 @@ DEFAULT = ModelConfig()
 
 _KEYS = {
     "runtime", "artifact", "signature", "default_version", "version_policy", "version_labels", "warmup",
-    "batching", "instances", "processes", "cache", "device", "trusted",
+    "batching", "instances", "processes", "cache", "payload_log", "device", "trusted",
     "trusted_types", "threads", "metadata", "parameters",
 }  # fmt: skip
 
@@ -137,6 +147,7 @@ def parse_model_config(raw: object, where: str) -> ModelConfig:
         warmup=_warmup(doc.get("warmup"), where),
         batching=_batching(doc.get("batching"), where),
         cache=_cache(doc.get("cache"), where),
+        payload_log=_payload_log(doc.get("payload_log"), where),
         instances=_opt_int(doc, "instances", where, minimum=1) or 0,
         processes=_opt_int(doc, "processes", where, minimum=1) or 0,
         trusted=_bool(doc, "trusted", where),
@@ -251,6 +262,22 @@ def _warmup(value: object, where: str) -> Warmup:
 
 
 MAX_BATCH_SIZE = 1 << 16
+
+
+def _payload_log(value: object, where: str) -> PayloadLog:
+    if value is None or value is False or value == "off":
+        return PayloadLog()
+    if value is True or value == "on":
+        return PayloadLog(enabled=True)
+    doc = _mapping(value, where, "payload_log (on, off, or {sample: 0..1, redact: [input names]})")
+    unknown = sorted(set(doc) - {"sample", "redact"})
+    if unknown:
+        raise ConfigError(f"{where}: payload_log has unknown key(s) {unknown}; expected sample, redact")
+    sample = doc.get("sample", 1.0)
+    if isinstance(sample, bool) or not isinstance(sample, int | float) or not 0 <= sample <= 1:
+        raise ConfigError(f"{where}: payload_log.sample must be a number from 0 to 1, got {sample!r}")
+    redact = tuple(_str_list(doc.get("redact", []), where, "payload_log.redact"))
+    return PayloadLog(enabled=True, sample=float(sample), redact=redact)
 
 
 def _device(value: object, where: str) -> str:

@@ -41,6 +41,9 @@ class ServerConfig:
     log_level: str = "info"
     log_format: str = "auto"  # auto (console on a terminal, else json), json, console
     access_log: bool = False  # one structured record per inference request
+    payload_log_dir: str = ""  # payload log files; default REPOSITORY/.modelserve/payloads
+    payload_log_max_file_mb: int = 64  # start a new file past this size
+    payload_log_keep_files: int = 10  # delete the oldest files beyond this many
     tracing: bool = False  # OpenTelemetry spans per inference request, exported as OTEL_* says
 
     def __post_init__(self) -> None:
@@ -63,6 +66,8 @@ class ServerConfig:
             )
         if self.log_format not in ("auto", "json", "console"):
             raise ConfigError(f"log_format must be auto, json or console, got {self.log_format!r}")
+        if self.payload_log_max_file_mb < 1 or self.payload_log_keep_files < 1:
+            raise ConfigError("payload_log_max_file_mb and payload_log_keep_files must be >= 1")
         if self.workers < 1:
             raise ConfigError(f"workers must be >= 1, got {self.workers}")
         if self.workers > 1 and self.control_api:

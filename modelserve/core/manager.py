@@ -21,7 +21,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from modelserve.config.model import ModelConfig, load_model_config
+from modelserve.config.model import ModelConfig, PayloadLog, load_model_config
 from modelserve.core import residency, warmup
 from modelserve.core.batching import Batcher, BatchPolicy, phases
 from modelserve.core.cache import ResponseCache
@@ -185,6 +185,11 @@ class Handle:
     @property
     def version(self) -> int:
         return self._mv.version
+
+    @property
+    def payload_log(self) -> PayloadLog:
+        """The model's payload logging settings (config.yaml ``payload_log``)."""
+        return self._model.config.payload_log
 
     @property
     def sunset(self) -> tuple[datetime, datetime] | None:

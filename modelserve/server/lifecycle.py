@@ -25,6 +25,7 @@ from modelserve.core.pool import Pool
 from modelserve.core.watcher import RepositoryWatcher
 from modelserve.server.http.app import HttpApp
 from modelserve.server.metrics import Metrics
+from modelserve.telemetry.payloads import PayloadSink
 from modelserve.telemetry.tracing import Tracing
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ class Server:
         self._metrics = metrics
         self._publishing: asyncio.Task[None] | None = None
         self.tracing: Tracing | None = None  # set by bootstrap; flushed at stop
+        self.payloads: PayloadSink | None = None  # set by bootstrap; drained at stop
         self.http_port = 0
 
     @property
@@ -181,6 +183,8 @@ class Server:
         self.manager.catalog.close()  # the registry's database connections
         if self.tracing is not None:
             await asyncio.to_thread(self.tracing.shutdown)  # the spans still batched
+        if self.payloads is not None:
+            await asyncio.to_thread(self.payloads.close)  # the entries still queued
         log.info("stopped")
 
     async def run_until_signal(self) -> None:

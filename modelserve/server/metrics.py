@@ -41,6 +41,7 @@ from modelserve.core.stats import Histogram, ServerStats, VersionStats
 from modelserve.errors import ModelNotFound
 from modelserve.protocol.v2.rest import dumps
 from modelserve.server.http.app import JSON, Reply, Request, Route, parse_version
+from modelserve.telemetry.payloads import PayloadSink
 from modelserve.types import ModelState
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ class Metrics:
     def __init__(self, manager: ModelManager, stats_dir: Path | None = None) -> None:
         self._manager = manager
         self._stats_dir = stats_dir
+        self.payloads: PayloadSink | None = None  # the payload log, whose entries are counted
         self._registry = CollectorRegistry(auto_describe=False)
         self._registry.register(_Collector(self))
         ProcessCollector(registry=self._registry)
@@ -188,6 +190,14 @@ class _Collector:
         for model, n in sorted(restarts.items()):
             worker_restarts.add_metric([model], n)
         yield worker_restarts
+        sink = self._metrics.payloads
+        if sink is not None:
+            entries = CounterMetricFamily(
+                "modelserve_payload_log_entries", "Payload log entries by result", labels=["result"]
+            )
+            for result in ("written", "dropped", "failed"):
+                entries.add_metric([result], getattr(sink.counts, result))
+            yield entries
 
 
 def _histograms(name: str, documentation: str, labels: list[str]) -> HistogramMetricFamily:

@@ -15,11 +15,13 @@ from collections.abc import Awaitable, Iterable
 from typing import Any, TypeVar
 
 from modelserve.core.batching import batch_rows, phases
-from modelserve.core.manager import ModelManager
+from modelserve.core.manager import Handle, ModelManager
 from modelserve.errors import ModelServeError
 from modelserve.protocol.status import grpc_status, http_status
-from modelserve.telemetry import logs
+from modelserve.telemetry import logs, payloads
+from modelserve.telemetry.payloads import PayloadSink
 from modelserve.telemetry.tracing import Tracing, epoch_ns, header_carrier
+from modelserve.types import InferRequest, InferResponse
 
 T = TypeVar("T")
 
@@ -29,10 +31,17 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
 
 class Observer:
-    def __init__(self, manager: ModelManager, access_log: bool, tracing: Tracing | None = None) -> None:
+    def __init__(
+        self,
+        manager: ModelManager,
+        access_log: bool,
+        tracing: Tracing | None = None,
+        payloads: PayloadSink | None = None,
+    ) -> None:
         self.manager = manager
         self.access_log = access_log
         self.tracing = tracing
+        self.payloads = payloads
 
     def start(
         self,
@@ -89,6 +98,25 @@ class Observed:
         tracing = self._observer.tracing
         assert tracing is not None
         return tracing.tracer.start_as_current_span(name)
+
+    def payload(self, handle: Handle, request: InferRequest, response: InferResponse) -> None:
+        """Hand the request and its answer to the payload log, if the model asks for it (sampled)."""
+        settings = handle.payload_log
+        sink = self._observer.payloads
+        if sink is None or not settings.enabled or not payloads.sampled(settings.sample):
+            return
+        sink.put(
+            payloads.Entry(
+                time.time(),
+                self.request_id,
+                self.name,
+                str(handle.version),
+                self._protocol,
+                [(t.name, t.datatype, t.data) for t in request.inputs],
+                [(t.name, t.datatype, t.data) for t in response.outputs],
+                frozenset(settings.redact),
+            )
+        )
 
     def response_headers(self) -> list[tuple[str, str]]:
         """``x-request-id``, and with tracing ``traceparent`` and ``x-trace-id``, for the response."""

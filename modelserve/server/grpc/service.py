@@ -113,6 +113,7 @@ class GrpcService:
         with await self._manager.checkout(name, version, label) as handle:
             seen.version = handle.version
             response = await handle.infer(request, deadline)
+            seen.payload(handle, request, response)
             sunset = handle.sunset
         if sunset is not None:  # the REST headers' twins, as trailing metadata
             deprecated, retires = sunset

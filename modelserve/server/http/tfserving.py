@@ -60,6 +60,7 @@ class TfServingEndpoints:
             with seen.span("decode"):
                 infer_request, rows = tf.decode_predict_request(request.body, handle.signatures)
             response = await handle.infer(infer_request)
+            seen.payload(handle, infer_request, response)
             retiring = retirement_headers(handle.sunset)
         with seen.span("encode"):
             body = tf.encode_predict_response(response, rows)

@@ -83,6 +83,7 @@ class V2Endpoints:
         with await self._manager.checkout(request.params["model"], version, label) as handle:
             seen.version = handle.version
             response = await handle.infer(infer_request)
+            seen.payload(handle, infer_request, response)
             retiring = retirement_headers(handle.sunset)
         with seen.span("encode"):
             body, header_length = rest.encode_infer_response(response, infer_request)

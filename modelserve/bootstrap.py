@@ -55,7 +55,7 @@ def build_server(config: ServerConfig) -> Server:
         + RepositoryEndpoints(manager, config.control_api).routes()
         + TfServingEndpoints(manager, observer).routes()
     )
-    grpc_handler = GrpcService(manager, config.control_api, observer).handler()
+    grpc_handler = GrpcService(manager, config.control_api, observer, metrics).handler()
     server = Server(config, manager, pool, HttpApp(routes, config.max_request_bytes), grpc_handler, metrics)
     server.tracing = tracing
     server.payloads = sink

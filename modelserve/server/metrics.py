@@ -70,18 +70,21 @@ class Metrics:
         return 200, body, [(b"content-type", CONTENT_TYPE_LATEST.encode())]
 
     async def model_stats(self, request: Request) -> Reply:
-        name = request.params["model"]
-        self._manager.model(name)  # 404 for an unknown model
-        version = parse_version(request.params)
-        merged = self.merged()
+        return 200, dumps(self.statistics(request.params["model"], parse_version(request.params))), JSON
+
+    def statistics(self, name: str, version: int | None) -> dict[str, Any]:
+        """``{"model_stats": [...]}`` for every version of ``name`` that served (or ``version``);
+        ``name`` "" means every model. Raises ModelNotFound."""
+        if name:
+            self._manager.model(name)  # 404 for an unknown model
         rows = [
             _triton_stats(model, v, stats)
-            for (model, v), stats in sorted(merged.versions.items())
-            if model == name and v and (version is None or v == str(version))
+            for (model, v), stats in sorted(self.merged().versions.items())
+            if (not name or model == name) and v and (version is None or v == str(version))
         ]
         if version is not None and not rows:
             raise ModelNotFound(f"model {name!r} version {version} has served no request")
-        return 200, dumps({"model_stats": rows}), JSON
+        return {"model_stats": rows}
 
     # -- several processes -------------------------------------------------------------------
 

@@ -155,3 +155,16 @@ def test_stats_endpoint_has_the_same_figures(server: testing.run) -> None:
     assert stats["execution_count"] == 2
     assert httpx.get(f"{server.http_url}/v2/models/adder/versions/1/stats").json() == doc
     assert httpx.get(f"{server.http_url}/v2/models/nope/stats").status_code == 404
+
+
+def test_grpc_model_statistics_for_tritonclient(server: testing.run) -> None:
+    client = grpcclient.InferenceServerClient(server.grpc_target)
+    stats = client.get_inference_statistics("adder", as_json=True)
+    everything = client.get_inference_statistics(as_json=True)
+    client.close()
+    (adder,) = stats["model_stats"]
+    assert adder["name"] == "adder" and adder["version"] == "1"
+    assert int(adder["inference_count"]) == 5 + 1 + 3
+    assert int(adder["inference_stats"]["fail"]["count"]) == 3
+    assert int(adder["execution_count"]) == 2
+    assert {s["name"] for s in everything["model_stats"]} == {"adder", "fragile"}

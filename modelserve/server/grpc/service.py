@@ -15,11 +15,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeAlias
 
 import grpc
+from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 
 from modelserve import __version__
 from modelserve.core.manager import ModelManager
-from modelserve.errors import DeadlineExceeded, ErrorCode, InvalidInput, ModelServeError
+from modelserve.errors import DeadlineExceeded, ErrorCode, InvalidInput, ModelServeError, Unsupported
 from modelserve.protocol import names
 from modelserve.protocol.names import parse_version
 from modelserve.protocol.status import grpc_status
@@ -27,6 +28,7 @@ from modelserve.protocol.v2.grpc import codec
 from modelserve.protocol.v2.grpc import messages as pb
 from modelserve.server.control import checked_target
 from modelserve.server.info import EXTENSIONS, SERVER_NAME
+from modelserve.server.metrics import Metrics
 from modelserve.server.observe import REQUEST_ID_HEADER, Observed, Observer, watched
 
 log = logging.getLogger(__name__)
@@ -36,8 +38,15 @@ Unary = Callable[[Any, Context], Awaitable[Any]]
 
 
 class GrpcService:
-    def __init__(self, manager: ModelManager, control_api: bool, observer: Observer | None = None) -> None:
+    def __init__(
+        self,
+        manager: ModelManager,
+        control_api: bool,
+        observer: Observer | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
         self._manager = manager
+        self._metrics = metrics
         self._control_api = control_api
         self._observer = observer if observer is not None else Observer(manager, access_log=False)
 
@@ -52,6 +61,7 @@ class GrpcService:
             "RepositoryIndex": self.repository_index,
             "RepositoryModelLoad": self.repository_load,
             "RepositoryModelUnload": self.repository_unload,
+            "ModelStatistics": self.model_statistics,
         }
         methods: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
             name: grpc.unary_unary_rpc_method_handler(_unary(name, fn)) for name, fn in unary.items()
@@ -136,6 +146,13 @@ class GrpcService:
             except Exception as exc:
                 reply = pb.ModelStreamInferResponse(error_message=_internal(exc, "ModelStreamInfer"))
             yield reply.SerializeToString()
+
+    async def model_statistics(self, msg: Any, context: Context) -> Any:
+        if self._metrics is None:
+            raise Unsupported("statistics are not kept by this server")
+        name = _model_name(msg.name) if msg.name else ""
+        doc = self._metrics.statistics(name, parse_version(msg.version))
+        return json_format.ParseDict(doc, pb.ModelStatisticsResponse())
 
     # -- model repository ------------------------------------------------------------------
 

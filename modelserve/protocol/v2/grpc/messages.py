@@ -46,6 +46,8 @@ RepositoryModelLoadRequest = _message("RepositoryModelLoadRequest")
 RepositoryModelLoadResponse = _message("RepositoryModelLoadResponse")
 RepositoryModelUnloadRequest = _message("RepositoryModelUnloadRequest")
 RepositoryModelUnloadResponse = _message("RepositoryModelUnloadResponse")
+ModelStatisticsRequest = _message("ModelStatisticsRequest")
+ModelStatisticsResponse = _message("ModelStatisticsResponse")
 
 
 def method_types(method: str) -> tuple[Any, Any]:

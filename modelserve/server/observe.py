@@ -11,7 +11,7 @@ import contextlib
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from modelserve.core.batching import batch_rows, phases
@@ -60,7 +60,9 @@ class Observer:
             request_id = uuid.uuid4().hex[:16]
         seen = Observed(self, protocol, name, request_id)
         if self.tracing is not None:
-            seen.trace(self.tracing, route or f"{protocol} {name}", headers)
+            carrier = header_carrier(headers)
+            if self.tracing.should_trace(carrier):
+                seen.trace(self.tracing, route or f"{protocol} {name}", carrier)
         return seen
 
 
@@ -79,10 +81,10 @@ class Observed:
         self.request_id = request_id  # echoed in the response when set
         self.version: int | None = None  # set once a version is pinned
 
-    def trace(self, tracing: Tracing, route: str, headers: Iterable[tuple[Any, Any]]) -> None:
+    def trace(self, tracing: Tracing, route: str, carrier: Mapping[str, str]) -> None:
         from opentelemetry import context, trace
 
-        parent = tracing.extract(header_carrier(headers))
+        parent = tracing.extract(carrier)
         self._span = tracing.tracer.start_span(
             route,
             context=parent,

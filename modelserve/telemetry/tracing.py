@@ -8,6 +8,10 @@ runs on the request path (the transports hold ``None`` instead of a :class:`Trac
   (``traceparent`` and ``x-trace-id`` headers, gRPC trailing metadata);
 - children: ``decode``, ``queue`` (waiting for an instance), ``runtime`` (the runtime call, with
   the rows of its batch), ``encode``;
+- sampling is decided before any span is made, parent-based: a caller's ``traceparent`` sampled
+  flag is followed, and new traces are sampled at ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG``
+  (``always_on`` default, ``always_off``, ``traceidratio`` and their ``parentbased_`` forms); an
+  unsampled request pays for one random number;
 - export follows the standard variables: ``OTEL_TRACES_EXPORTER`` (``otlp``, the default,
   ``console`` or ``none``), ``OTEL_EXPORTER_OTLP_ENDPOINT`` / ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``
   and the rest of ``OTEL_EXPORTER_OTLP_*``, ``OTEL_SERVICE_NAME`` (default ``modelserve``); spans
@@ -20,6 +24,7 @@ one process (tests) keep their spans apart. Needs the ``tracing`` extra.
 from __future__ import annotations
 
 import os
+import random
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -44,8 +49,13 @@ class Tracing:
             from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
         except ImportError:
             raise ConfigError("tracing needs OpenTelemetry: pip install 'modelserve[tracing]'") from None
+        from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
+
         resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "modelserve")})
-        self.provider = TracerProvider(resource=resource)
+        # the sampling decision is taken before any span exists (should_trace): a request that is
+        # not sampled costs a random number, not an OpenTelemetry span (~10 us even unrecorded)
+        self.ratio = _ratio_from_environment()
+        self.provider = TracerProvider(resource=resource, sampler=ParentBased(ALWAYS_ON))
         if exporter is not None:
             self.provider.add_span_processor(SimpleSpanProcessor(exporter))
         else:
@@ -54,6 +64,17 @@ class Tracing:
                 self.provider.add_span_processor(BatchSpanProcessor(configured))
         self.tracer = self.provider.get_tracer("modelserve")
         self._propagator = TraceContextTextMapPropagator()
+
+    def should_trace(self, carrier: Mapping[str, str]) -> bool:
+        """Parent-based head sampling: follow the caller's ``traceparent`` sampled flag; a new trace
+        is sampled at ``OTEL_TRACES_SAMPLER(_ARG)``'s ratio."""
+        parent = carrier.get("traceparent")
+        if parent is not None and len(parent) == 55 and parent[2] == "-":
+            try:
+                return bool(int(parent[-2:], 16) & 1)
+            except ValueError:
+                pass  # malformed: a new trace, as the propagator would make
+        return self.ratio >= 1.0 or (self.ratio > 0.0 and random.random() < self.ratio)
 
     def extract(self, carrier: Mapping[str, str]) -> Any:
         """The caller's trace context from ``traceparent``/``tracestate`` (an empty one if absent)."""
@@ -69,6 +90,28 @@ class Tracing:
 
     def shutdown(self) -> None:
         self.provider.shutdown()  # flushes what is batched
+
+
+def _ratio_from_environment() -> float:
+    """The share of new traces to sample, from OpenTelemetry's standard sampler variables."""
+    sampler = os.environ.get("OTEL_TRACES_SAMPLER", "parentbased_always_on").strip().lower()
+    if sampler in ("always_on", "parentbased_always_on"):
+        return 1.0
+    if sampler in ("always_off", "parentbased_always_off"):
+        return 0.0
+    if sampler in ("traceidratio", "parentbased_traceidratio"):
+        raw = os.environ.get("OTEL_TRACES_SAMPLER_ARG", "1.0")
+        try:
+            ratio = float(raw)
+        except ValueError:
+            raise ConfigError(f"OTEL_TRACES_SAMPLER_ARG={raw!r}: expected a number from 0 to 1") from None
+        if not 0.0 <= ratio <= 1.0:
+            raise ConfigError(f"OTEL_TRACES_SAMPLER_ARG={raw!r}: expected a number from 0 to 1")
+        return ratio
+    raise ConfigError(
+        f"OTEL_TRACES_SAMPLER={sampler!r}: modelserve supports always_on, always_off, traceidratio and their "
+        "parentbased_ forms"
+    )
 
 
 def _exporter_from_environment() -> Any:

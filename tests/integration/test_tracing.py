@@ -96,3 +96,31 @@ def test_tracing_is_off_by_default(tmp_path: Path) -> None:
         assert srv.server.tracing is None
         response = httpx.post(f"{srv.http_url}/v2/models/adder/infer", json=GOOD, headers={"traceparent": TRACEPARENT})
         assert "traceparent" not in response.headers and "x-trace-id" not in response.headers
+
+
+@pytest.mark.parametrize(
+    ("sampler", "traceparent", "traced"),
+    [
+        ("always_off", None, False),
+        ("always_off", TRACEPARENT, True),  # parent-based: the caller sampled it
+        ("always_on", f"00-{TRACE_ID}-{PARENT_ID}-00", False),  # the caller did not
+        ("parentbased_traceidratio", None, True),  # OTEL_TRACES_SAMPLER_ARG=1
+    ],
+)
+def test_sampling_is_decided_before_any_span(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sampler: str, traceparent: str | None, traced: bool
+) -> None:
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", sampler)
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "1")
+    _save_onnx(tmp_path / "adder" / "1" / "model.onnx", adder_model(1.0))
+    srv = testing.run(tmp_path, tracing=True)
+    exporter = InMemorySpanExporter()
+    assert srv.server.tracing is not None
+    srv.server.tracing.provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with srv:
+        headers = {"traceparent": traceparent} if traceparent else {}
+        response = httpx.post(f"{srv.http_url}/v2/models/adder/infer", json=GOOD, headers=headers)
+    assert response.status_code == 200
+    assert ("x-trace-id" in response.headers) is traced
+    assert bool(exporter.get_finished_spans()) is traced

@@ -191,11 +191,14 @@ class Observed:
 
 
 async def watched(seen: Observed, work: Awaitable[T]) -> T:
-    """Await ``work`` and tell ``seen`` how it ended (its exception, or None)."""
+    """Await ``work`` and tell ``seen`` how it ended (its exception, or None). An exception leaves
+    with ``response_headers`` (request id, trace context) for the transport's error reply."""
     try:
         result = await work
     except BaseException as exc:
         seen.done(exc)
+        if isinstance(exc, Exception):  # the error reply carries the request and trace ids too
+            exc.response_headers = seen.response_headers()  # type: ignore[attr-defined]
         raise
     seen.done(None)
     return result

@@ -36,7 +36,8 @@ def test_one_record_per_request(repo: Path, caplog: pytest.LogCaptureFixture) ->
         assert good.headers["x-request-id"] == "req-42"
         generated = client.post("/v1/models/adder:predict", json={"instances": [[1, 2, 3]]})
         assert len(generated.headers["x-request-id"]) == 16
-        assert client.post("/v2/models/adder/infer", json=BAD).status_code == 400
+        refused = client.post("/v2/models/adder/infer", json=BAD, headers={"X-Request-ID": "bad-1"})
+        assert refused.status_code == 400 and refused.headers["x-request-id"] == "bad-1"  # errors carry it too
         assert client.post("/v2/models/nope/infer", json=GOOD).status_code == 404
         grpc = grpcclient.InferenceServerClient(srv.grpc_target)
         tensor = grpcclient.InferInput("x", [1, 3], "FP32")

@@ -85,9 +85,24 @@ def test_a_request_without_traceparent_starts_a_trace_and_errors_are_marked(
     response = httpx.post(f"{srv.http_url}/v2/models/adder/infer", json=bad)
     assert response.status_code == 400
     (server,) = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.SERVER]
+    assert response.headers["x-trace-id"] == f"{server.context.trace_id:032x}"  # the error carries it
     assert server.parent is None  # a new trace
     assert server.attributes is not None and server.attributes["http.response.status_code"] == 400
     assert server.status.status_code is not StatusCode.ERROR  # the client's mistake, not the server's
+
+
+def test_a_grpc_error_carries_the_trace_id(traced: tuple[testing.run, InMemorySpanExporter]) -> None:
+    srv, _ = traced
+    msg = pb.ModelInferRequest(model_name="adder")
+    tensor = msg.inputs.add(name="x", datatype="FP32", shape=[1, 2])  # wrong shape
+    tensor.contents.fp32_contents.extend([1, 2])
+    with grpc.insecure_channel(srv.grpc_target) as channel:
+        infer = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+        with pytest.raises(grpc.RpcError) as info:
+            infer(msg.SerializeToString(), metadata=(("traceparent", TRACEPARENT),), timeout=10)
+    error = info.value
+    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+    assert dict(error.trailing_metadata() or ())["x-trace-id"] == TRACE_ID  # type: ignore[attr-defined]
 
 
 def test_tracing_is_off_by_default(tmp_path: Path) -> None:

@@ -194,6 +194,11 @@ def _label(context: Context, version: int | None, parameter: object = None) -> s
     )
 
 
+def _trailers(exc: Exception) -> tuple[tuple[str, str], ...]:
+    """The request and trace ids an inference error leaves with (see server/observe.watched)."""
+    return tuple(getattr(exc, "response_headers", ()))
+
+
 def _unary(method: str, fn: Unary) -> Callable[[bytes, Context], Awaitable[bytes]]:
     request_type, _ = pb.method_types(method)
 
@@ -201,9 +206,9 @@ def _unary(method: str, fn: Unary) -> Callable[[bytes, Context], Awaitable[bytes
         try:
             response = await fn(_parse(request_type, raw), context)
         except ModelServeError as exc:
-            await context.abort(grpc_status(exc.code), _client_message(exc, method))
+            await context.abort(grpc_status(exc.code), _client_message(exc, method), _trailers(exc))
         except Exception as exc:
-            await context.abort(grpc.StatusCode.INTERNAL, _internal(exc, method))
+            await context.abort(grpc.StatusCode.INTERNAL, _internal(exc, method), _trailers(exc))
         return bytes(response.SerializeToString())
 
     return handle

@@ -81,11 +81,12 @@ class HttpApp:
         try:
             status, body, headers = await self._dispatch(scope, receive)
         except ModelServeError as exc:
-            status, body, headers = self._error(exc, scope)
-        except Exception:
+            status, body, headers = with_headers(self._error(exc, scope), getattr(exc, "response_headers", []))
+        except Exception as exc:
             request_id = uuid.uuid4().hex[:16]
             log.exception("internal error on %s %s (request id %s)", scope["method"], scope["path"], request_id)
-            status, body, headers = 500, encode_error(f"internal error (request id {request_id})"), JSON
+            reply = 500, encode_error(f"internal error (request id {request_id})"), JSON
+            status, body, headers = with_headers(reply, getattr(exc, "response_headers", []))
         # an explicit length avoids chunked transfer encoding
         headers = [*headers, (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers})

@@ -17,6 +17,8 @@ Anything else raises ConfigError naming the URL (password hidden) and what is ac
 from __future__ import annotations
 
 import logging
+import sqlite3
+import time
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -92,7 +94,18 @@ def _sqlite_connect(busy_timeout_ms: int, dbapi_connection: Any, _record: Any) -
     try:
         cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         cursor.execute("PRAGMA foreign_keys = ON")
-        cursor.execute("PRAGMA journal_mode = WAL")
+        # Switching a new database to WAL needs an exclusive lock, and SQLite answers "database is
+        # locked" at once, without its busy handler, while another connection is switching or
+        # migrating it: retry for as long as the busy timeout allows.
+        deadline = time.monotonic() + busy_timeout_ms / 1000
+        while True:
+            try:
+                cursor.execute("PRAGMA journal_mode = WAL")
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.02)
     finally:
         cursor.close()
 

@@ -44,7 +44,7 @@ def build_server(config: ServerConfig) -> Server:
     metrics = Metrics(manager, Path(config.stats_dir) if config.stats_dir else None)
     tracing = Tracing() if config.tracing else None
     sink = PayloadSink(
-        payload_directory(config),
+        payload_directory(config.repository, config.payload_log_dir),
         max_file_bytes=config.payload_log_max_file_mb << 20,
         keep_files=config.payload_log_keep_files,
     )
@@ -63,11 +63,11 @@ def build_server(config: ServerConfig) -> Server:
     return server
 
 
-def payload_directory(config: ServerConfig) -> Path:
+def payload_directory(repository: Path, configured: str | Path | None = None) -> Path:
     """Where the payload log's files go: the configured directory, or the repository's own."""
-    if config.payload_log_dir:
-        return Path(config.payload_log_dir)
-    return config.repository / REGISTRY_DIR / "payloads"
+    if configured:
+        return Path(configured)
+    return repository / REGISTRY_DIR / "payloads"
 
 
 def build_catalog(config: ServerConfig) -> Catalog:

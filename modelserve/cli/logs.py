@@ -14,7 +14,8 @@ from pathlib import Path
 import click
 import orjson
 
-from modelserve.repository.registry import REGISTRY_DIR
+from modelserve.bootstrap import payload_directory
+from modelserve.cli.options import repository_option
 from modelserve.telemetry.payloads import read
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
@@ -22,7 +23,7 @@ _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def _directory(repository: Path, directory: Path | None) -> Path:
-    found = directory if directory is not None else repository / REGISTRY_DIR / "payloads"
+    found = payload_directory(repository, directory)
     if not found.is_dir():
         raise click.ClickException(f"no payload log at {found} (is payload_log on for a model, and has it served?)")
     return found
@@ -42,15 +43,7 @@ def _echo(entry: dict[str, object]) -> None:
 
 
 @click.group()
-@click.option(
-    "--repository",
-    "-r",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=Path("models"),
-    envvar="MODELSERVE_REPOSITORY",
-    show_default=True,
-    help="The served repository, whose payload log to read.",
-)
+@repository_option("The served repository, whose payload log to read.")
 @click.option(
     "--dir",
     "directory",

@@ -25,6 +25,7 @@ import click
 import yaml
 
 from modelserve import __version__
+from modelserve.cli.options import repository_option
 from modelserve.core.registration import Inspection, register
 from modelserve.errors import ModelServeError
 from modelserve.repository.registry import AuditEntry, RegisteredVersion, RegistryStore, Stage, default_url
@@ -48,15 +49,7 @@ def _default_actor() -> str:
 
 
 @click.group()
-@click.option(
-    "--repository",
-    "-r",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=Path("models"),
-    envvar="MODELSERVE_REPOSITORY",
-    show_default=True,
-    help="The model repository the registry belongs to (registered versions are copied there).",
-)
+@repository_option("The model repository the registry belongs to (registered versions are copied there).")
 @click.option(
     "--url",
     envvar="MODELSERVE_REGISTRY_URL",

@@ -7,7 +7,7 @@ so a typo does not silently fall back to a default.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -246,15 +246,26 @@ def _labels(value: object, where: str) -> dict[str, int]:
 MAX_GENERATED_WARMUP = 1000
 
 
-def _warmup(value: object, where: str) -> Warmup:
-    if value is None or value is True:
-        return Warmup()
+def _switch(value: object, where: str, what: str, keys: Sequence[str], on: bool) -> bool | Mapping[str, Any]:
+    """A section that is ``on``/``off`` (true/false; absent means ``on`` when ``on``), or a mapping
+    of ``keys``: the bool, or the mapping checked for unknown keys. Raises ConfigError."""
+    if value is None:
+        return on
+    if value is True or value == "on":
+        return True
     if value is False or value == "off":
-        return Warmup(samples=False)
-    doc = _mapping(value, where, "warmup (off, or {samples: true|false, generate: N})")
-    unknown = sorted(set(doc) - {"samples", "generate"})
+        return False
+    doc = _mapping(value, where, f"{what} (on, off, or a mapping of {', '.join(keys)})")
+    unknown = sorted(set(doc) - set(keys))
     if unknown:
-        raise ConfigError(f"{where}: warmup has unknown key(s) {unknown}; expected samples, generate")
+        raise ConfigError(f"{where}: {what} has unknown key(s) {unknown}; expected {', '.join(keys)}")
+    return doc
+
+
+def _warmup(value: object, where: str) -> Warmup:
+    doc = _switch(value, where, "warmup", ("samples", "generate"), on=True)
+    if isinstance(doc, bool):
+        return Warmup(samples=doc)
     generate = _opt_int(doc, "generate", where, minimum=0) or 0
     if generate > MAX_GENERATED_WARMUP:
         raise ConfigError(f"{where}: warmup.generate must be at most {MAX_GENERATED_WARMUP}, got {generate}")
@@ -265,14 +276,9 @@ MAX_BATCH_SIZE = 1 << 16
 
 
 def _payload_log(value: object, where: str) -> PayloadLog:
-    if value is None or value is False or value == "off":
-        return PayloadLog()
-    if value is True or value == "on":
-        return PayloadLog(enabled=True)
-    doc = _mapping(value, where, "payload_log (on, off, or {sample: 0..1, redact: [input names]})")
-    unknown = sorted(set(doc) - {"sample", "redact"})
-    if unknown:
-        raise ConfigError(f"{where}: payload_log has unknown key(s) {unknown}; expected sample, redact")
+    doc = _switch(value, where, "payload_log", ("sample", "redact"), on=False)
+    if isinstance(doc, bool):
+        return PayloadLog(enabled=doc)
     sample = doc.get("sample", 1.0)
     if isinstance(sample, bool) or not isinstance(sample, int | float) or not 0 <= sample <= 1:
         raise ConfigError(f"{where}: payload_log.sample must be a number from 0 to 1, got {sample!r}")
@@ -292,14 +298,9 @@ def cuda_index(device: str) -> int:
 
 
 def _cache(value: object, where: str) -> Cache:
-    if value is None or value is False or value == "off":
-        return Cache()
-    if value is True or value == "on":
-        return Cache(enabled=True)
-    doc = _mapping(value, where, "cache (on, off, or {max_entries: N, max_bytes: N})")
-    unknown = sorted(set(doc) - {"max_entries", "max_bytes"})
-    if unknown:
-        raise ConfigError(f"{where}: cache has unknown key(s) {unknown}; expected max_entries, max_bytes")
+    doc = _switch(value, where, "cache", ("max_entries", "max_bytes"), on=False)
+    if isinstance(doc, bool):
+        return Cache(enabled=doc)
     return Cache(
         enabled=True,
         max_entries=_opt_int(doc, "max_entries", where, minimum=1) or DEFAULT_CACHE_ENTRIES,
@@ -308,17 +309,9 @@ def _cache(value: object, where: str) -> Cache:
 
 
 def _batching(value: object, where: str) -> Batching:
-    if value is None or value is True:
-        return Batching()
-    if value is False or value == "off":
-        return Batching(enabled=False)
-    doc = _mapping(value, where, "batching (off, or {max_batch_size, max_delay_ms, preferred_batch_sizes})")
-    unknown = sorted(set(doc) - {"max_batch_size", "max_delay_ms", "preferred_batch_sizes"})
-    if unknown:
-        raise ConfigError(
-            f"{where}: batching has unknown key(s) {unknown}; expected max_batch_size, max_delay_ms, "
-            "preferred_batch_sizes"
-        )
+    doc = _switch(value, where, "batching", ("max_batch_size", "max_delay_ms", "preferred_batch_sizes"), on=True)
+    if isinstance(doc, bool):
+        return Batching(enabled=doc)
     size = _opt_int(doc, "max_batch_size", where, minimum=1) or DEFAULT_MAX_BATCH_SIZE
     if size > MAX_BATCH_SIZE:
         raise ConfigError(f"{where}: batching.max_batch_size must be at most {MAX_BATCH_SIZE}, got {size}")

@@ -187,6 +187,11 @@ class Handle:
         return self._mv.version
 
     @property
+    def stats(self) -> VersionStats | None:
+        """The version's serving figures (None when the server keeps none)."""
+        return self._mv.stats
+
+    @property
     def payload_log(self) -> PayloadLog:
         """The model's payload logging settings (config.yaml ``payload_log``)."""
         return self._model.config.payload_log

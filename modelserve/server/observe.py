@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from modelserve.core.batching import batch_rows, phases
 from modelserve.core.manager import Handle, ModelManager
+from modelserve.core.stats import VersionStats
 from modelserve.errors import ModelServeError
 from modelserve.protocol.status import grpc_status, http_status
 from modelserve.telemetry import logs, payloads
@@ -69,7 +70,7 @@ class Observer:
 class Observed:
     """One request being served: call :meth:`done` once with the exception it ended with, or None."""
 
-    __slots__ = ("_observer", "_protocol", "_span", "_started", "_token", "name", "request_id", "version")
+    __slots__ = ("_observer", "_protocol", "_span", "_started", "_stats", "_token", "name", "request_id", "version")
 
     def __init__(self, observer: Observer, protocol: str, name: str, request_id: str | None) -> None:
         self._observer = observer
@@ -80,6 +81,12 @@ class Observed:
         self.name = name
         self.request_id = request_id  # echoed in the response when set
         self.version: int | None = None  # set once a version is pinned
+        self._stats: VersionStats | None = None  # that version's figures, looked up once
+
+    def pin(self, handle: Handle) -> None:
+        """The request is served by ``handle``'s version."""
+        self.version = handle.version
+        self._stats = handle.stats
 
     def trace(self, tracing: Tracing, route: str, carrier: Mapping[str, str]) -> None:
         from opentelemetry import context, trace
@@ -132,7 +139,10 @@ class Observed:
 
     def done(self, exc: BaseException | None) -> None:
         seconds = time.perf_counter() - self._started
-        self._observer.manager.record_request(self.name, self.version, self._protocol, outcome(exc), seconds)
+        if self._stats is not None:
+            self._stats.request(self._protocol, outcome(exc), seconds)
+        else:  # no version pinned (or no figures kept): the manager decides what to count
+            self._observer.manager.record_request(self.name, self.version, self._protocol, outcome(exc), seconds)
         trace_id = None
         if self._span is not None:
             trace_id = _trace_id(self._span)

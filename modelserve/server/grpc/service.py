@@ -121,7 +121,7 @@ class GrpcService:
             request = codec.decode_infer_request(msg)
         label = _label(context, version, request.parameters.get(names.LABEL_PARAMETER))
         with await self._manager.checkout(name, version, label) as handle:
-            seen.version = handle.version
+            seen.pin(handle)
             response = await handle.infer(request, deadline)
             seen.payload(handle, request, response)
             sunset = handle.sunset

@@ -56,7 +56,7 @@ class TfServingEndpoints:
 
     async def _predict(self, request: Request, seen: Observed) -> Reply:
         with await self._checkout(request) as handle:
-            seen.version = handle.version
+            seen.pin(handle)
             with seen.span("decode"):
                 infer_request, rows = tf.decode_predict_request(request.body, handle.signatures)
             response = await handle.infer(infer_request)

@@ -81,7 +81,7 @@ class V2Endpoints:
             infer_request = rest.decode_infer_request(request.body, json_length)
         label = self._label(request, version, infer_request.parameters.get(names.LABEL_PARAMETER))
         with await self._manager.checkout(request.params["model"], version, label) as handle:
-            seen.version = handle.version
+            seen.pin(handle)
             response = await handle.infer(infer_request)
             seen.payload(handle, infer_request, response)
             retiring = retirement_headers(handle.sunset)

@@ -26,9 +26,11 @@ from modelserve.core import residency, warmup
 from modelserve.core.batching import Batcher, BatchPolicy, phases
 from modelserve.core.cache import ResponseCache
 from modelserve.core.catalog import Catalog, Decision, PolicyCatalog
+from modelserve.core.composite import Composer, Composite
 from modelserve.core.loading import load_version
 from modelserve.core.pool import Pool
 from modelserve.core.residency import Residency
+from modelserve.core.signature import adapt
 from modelserve.core.stats import ServerStats, VersionStats
 from modelserve.core.validation import Plan
 from modelserve.errors import (
@@ -44,7 +46,7 @@ from modelserve.errors import (
     VersionGone,
     VersionNotFound,
 )
-from modelserve.repository.layout import Fingerprint, ModelSource, fingerprint, scan, scan_one
+from modelserve.repository.layout import GRAPH_FILE, Fingerprint, ModelSource, fingerprint, scan, scan_one
 from modelserve.runtimes.base import DEFAULT_SIGNATURE, MultiSignatureRuntime, Runtime
 from modelserve.types import (
     IndexEntry,
@@ -87,6 +89,8 @@ class ModelVersion:
     last_used: float = 0.0  # time.monotonic() of the last request that pinned it
     memory: int = 0  # bytes it is estimated to hold while loaded (core/residency.py)
     asleep: bool = False  # unloaded to save memory (lazy, idle, evicted): the next request loads it
+    graph: bool = False  # an inference graph (graph.yaml): computes through ``composite``, not a runtime
+    composite: Composite | None = None
 
     def pin(self) -> None:
         self.inflight += 1
@@ -251,7 +255,10 @@ class Handle:
         deadline: float | None,
         signature: str | None,
     ) -> Raw:
-        """The runtime's outputs: through the batcher when the version has one, else one pool call."""
+        """The runtime's outputs: through the batcher when the version has one, else one pool call;
+        a graph's from its nodes, on the event loop."""
+        if mv.composite is not None:
+            return await mv.composite.predict(feeds, requested)
         runtime = mv.runtime
         assert runtime is not None
         batcher = mv.batcher
@@ -340,9 +347,11 @@ class ModelManager:
         catalog: Catalog | None = None,
         residency: Residency | None = None,
         record_stats: bool = True,
+        composer: Composer | None = None,
     ) -> None:
         """``decode_sample`` turns a warmup file (``<version>/warmup/*.json``) into a request; without
-        one, a version that ships warmup files fails to load rather than skip them silently."""
+        one, a version that ships warmup files fails to load rather than skip them silently.
+        ``composer`` loads inference graphs (directories with a ``graph.yaml``); without one they fail."""
         self._pool = pool
         self.repository = repository
         self._trust_code = trust_code  # load model-as-code (model.py), which runs arbitrary Python
@@ -351,6 +360,7 @@ class ModelManager:
         self.residency = residency if residency is not None else Residency()
         self.stats = ServerStats()
         self._record_stats = record_stats  # off: no per-request figures (benchmarks measure the cost)
+        self.composer = composer  # settable: a graph composer needs the manager it calls
         self._waking: dict[str, asyncio.Task[None]] = {}  # asleep models being loaded for a request
         self._models: dict[str, Model] = {}
         self._locks: dict[str, asyncio.Lock] = {}  # one load/unload at a time per model name
@@ -469,14 +479,18 @@ class ModelManager:
 
     async def load_repository(self, sources: Iterable[ModelSource]) -> None:
         """Load what the catalog selects of each source, concurrently. Returns when every load settled."""
-        loads: list[Awaitable[None]] = []
-        for source in sources:
-            model, decision = await asyncio.to_thread(self._declare, source)
-            self._models[source.name] = model
-            _, fresh = self._plan_reload(None, model, source, decision)
-            model.versions = {mv.version: mv for mv in fresh}
-            loads.extend(self._start(mv, model, decision, self.residency.lazy) for mv in fresh)
-        await asyncio.gather(*loads)
+        sources = list(sources)
+        # graphs last: loading one checks the models it calls, which must have settled first
+        for group in ([s for s in sources if not s.graph], [s for s in sources if s.graph]):
+            loads: list[Awaitable[None]] = []
+            for source in group:
+                model, decision = await asyncio.to_thread(self._declare, source)
+                self._models[source.name] = model
+                _, fresh = self._plan_reload(None, model, source, decision)
+                model.versions = {mv.version: mv for mv in fresh}
+                lazy = self.residency.lazy and not source.graph  # a graph holds no memory of its own
+                loads.extend(self._start(mv, model, decision, lazy) for mv in fresh)
+            await asyncio.gather(*loads)
         self.ready = True
 
     async def load_model(self, name: str, wake: bool = True) -> None:
@@ -570,7 +584,7 @@ class ModelManager:
             ):
                 keep[version] = current
             else:
-                fresh.append(ModelVersion(source.name, version, path, files, checksums))
+                fresh.append(ModelVersion(source.name, version, path, files, checksums, graph=source.graph))
         return keep, fresh
 
     async def unload_model(self, name: str, timeout: float | None = 30.0) -> None:
@@ -620,6 +634,9 @@ class ModelManager:
             except TimeoutError:
                 log.warning("unloading %s with %d request(s) still running", mv.label, mv.inflight)
         runtime, mv.runtime = mv.runtime, None
+        composite, mv.composite = mv.composite, None
+        if composite is not None:
+            composite.close()
         if runtime is not None:
             await self._pool.load(_unload_blocking, runtime, collect)
         mv.state, mv.reason = ModelState.UNLOADED, "unloaded"
@@ -635,6 +652,8 @@ class ModelManager:
             message = exc.message if isinstance(exc, ModelServeError) else f"cannot read config.yaml: {exc!r}"
             log.error("model %r: %s", source.name, message)
             return Model(source.name, ModelConfig(), error=message), Decision(list(source.versions)[-1:])
+        if source.graph:  # graphs are not registered artifacts: the catalog has no say; version 1 serves
+            return Model(source.name, config), Decision([1])
         try:
             decision = self.catalog.decide(source, config)
         except ModelServeError as exc:
@@ -661,6 +680,9 @@ class ModelManager:
         return model, decision
 
     async def _load(self, mv: ModelVersion, config: ModelConfig) -> None:
+        if mv.graph:
+            await self._load_graph(mv, config)
+            return
         started = time.perf_counter()
         files = sum(size for _, size, _ in mv.files)
         await self._make_room(mv, max(mv.memory, files))
@@ -693,6 +715,38 @@ class ModelManager:
         mv.state = ModelState.READY
         log.info("model %s READY (%s) in %.2f s", mv.label, metadata.platform, time.perf_counter() - started)
         await self._make_room(mv, mv.memory)  # its real size is known now: others may have to make way
+        await self._record("load", mv)
+
+    async def _load_graph(self, mv: ModelVersion, config: ModelConfig) -> None:
+        """Build the graph in ``mv.path`` with the composer; it computes on the event loop."""
+        started = time.perf_counter()
+        try:
+            if self.composer is None:
+                raise LoadError(f"{mv.path / GRAPH_FILE}: this server does not serve inference graphs")
+            composite = await self.composer(mv.model, mv.path)
+            plan = Plan(mv.label, adapt(composite.signature, config.signature))
+        except LoadError as exc:
+            self._fail(mv, exc.message)
+            self.stats.loaded(mv.model, time.perf_counter() - started, ok=False)
+            await self._record("load_failed", mv)
+            return
+        except Exception as exc:
+            log.exception("graph %s failed to load", mv.label)
+            self._fail(mv, f"unexpected {type(exc).__name__} while loading the graph: {exc}")
+            self.stats.loaded(mv.model, time.perf_counter() - started, ok=False)
+            await self._record("load_failed", mv)
+            return
+        self.stats.loaded(mv.model, time.perf_counter() - started, ok=True)
+        mv.stats = self.stats.version(mv.model, str(mv.version)) if self._record_stats else None
+        mv.composite, mv.plan = composite, plan
+        mv.plans = {DEFAULT_SIGNATURE: plan}
+        mv.signatures = {DEFAULT_SIGNATURE: plan.signature}
+        mv.metadata = ModelMetadata(mv.model, (mv.version,), composite.platform, plan.signature, config.metadata)
+        if config.cache.enabled:
+            mv.cache = ResponseCache(config.cache.max_entries, config.cache.max_bytes)
+        mv.last_used = time.monotonic()
+        mv.state = ModelState.READY
+        log.info("graph %s READY in %.3f s", mv.label, time.perf_counter() - started)
         await self._record("load", mv)
 
     async def _make_room(self, incoming: ModelVersion, needed: int) -> None:

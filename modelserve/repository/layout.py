@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
 VERSION_NAME = re.compile(r"[1-9][0-9]{0,17}")  # ASCII digits: str.isdigit() accepts "²"
 CONFIG_FILE = "config.yaml"
+GRAPH_FILE = "graph.yaml"  # <model>/graph.yaml: an inference graph, served as version 1 of that name
 WARMUP_DIR = "warmup"  # <version>/warmup/*.json: v2 inference requests the version must answer before READY
 MAX_WARMUP_FILES = 1000
 
@@ -29,6 +30,7 @@ class ModelSource:
     name: str
     path: Path
     versions: dict[int, Path]
+    graph: bool = False  # a graph directory: its one version (1) is the directory itself
 
     @property
     def config_path(self) -> Path:
@@ -46,8 +48,14 @@ def scan(repository: Path) -> list[ModelSource]:
         if not MODEL_NAME.fullmatch(path.name):
             log.warning("skipping %s: model names must match %s", path, MODEL_NAME.pattern)
             continue
-        sources.append(ModelSource(name=path.name, path=path, versions=_versions(path)))
+        sources.append(_source(path.name, path))
     return sources
+
+
+def _source(name: str, path: Path) -> ModelSource:
+    if (path / GRAPH_FILE).is_file():
+        return ModelSource(name=name, path=path, versions={1: path}, graph=True)
+    return ModelSource(name=name, path=path, versions=_versions(path))
 
 
 def _versions(model_dir: Path) -> dict[int, Path]:
@@ -69,7 +77,7 @@ def scan_one(repository: Path, name: str) -> ModelSource | None:
     path = repository / name
     if not path.is_dir():
         return None
-    return ModelSource(name=name, path=path, versions=_versions(path))
+    return _source(name, path)
 
 
 def warmup_files(version_dir: Path) -> list[Path]:

@@ -1,4 +1,5 @@
-"""The model registry: which versions exist, their stage, where they came from, and an audit log.
+"""The model registry: which versions exist, their stage, where they came from, an audit log, and
+each served model's traffic policy override and router state.
 
 Persistence only (SQLite or PostgreSQL through SQLAlchemy, schema by Alembic migrations shipped in
 ``migrations/``); it decides nothing about serving. See ``store.py`` for the contract.
@@ -7,7 +8,14 @@ Persistence only (SQLite or PostgreSQL through SQLAlchemy, schema by Alembic mig
 from pathlib import Path
 
 from modelserve.repository.registry.errors import RegistryConflict, RegistryError
-from modelserve.repository.registry.records import AuditAction, AuditEntry, ModelSummary, RegisteredVersion, Stage
+from modelserve.repository.registry.records import (
+    AuditAction,
+    AuditEntry,
+    ModelSummary,
+    RegisteredVersion,
+    RoutingRecord,
+    Stage,
+)
 from modelserve.repository.registry.store import RegistryStore
 
 REGISTRY_DIR = ".modelserve"  # hidden: the repository scan and the hot-reload fingerprint skip it
@@ -27,6 +35,7 @@ __all__ = [
     "RegistryConflict",
     "RegistryError",
     "RegistryStore",
+    "RoutingRecord",
     "Stage",
     "default_url",
 ]

@@ -8,6 +8,7 @@ promotion.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -18,8 +19,15 @@ from sqlalchemy.orm import Session
 
 from modelserve.errors import ModelNotFound, VersionNotFound
 from modelserve.repository.registry.errors import RegistryConflict
-from modelserve.repository.registry.records import AuditAction, AuditEntry, ModelSummary, RegisteredVersion, Stage
-from modelserve.repository.registry.schema import AuditRow, ModelRow, VersionRow
+from modelserve.repository.registry.records import (
+    AuditAction,
+    AuditEntry,
+    ModelSummary,
+    RegisteredVersion,
+    RoutingRecord,
+    Stage,
+)
+from modelserve.repository.registry.schema import AuditRow, ModelRow, RoutingRow, VersionRow
 
 
 def lock_model(session: Session, name: str, *, create_at: datetime | None = None) -> ModelRow:
@@ -158,6 +166,32 @@ def version_record(row: VersionRow) -> RegisteredVersion:
         stage_changed_at=row.stage_changed_at,
         replaced_by=row.replaced_by,
         sunset_at=row.sunset_at,
+    )
+
+
+def upsert_routing(session: Session, values: dict[str, Any], update: Sequence[str]) -> None:
+    """Insert the routing row ``values`` describes or, if the model has one, set its ``update`` columns.
+
+    One statement (INSERT ... ON CONFLICT DO UPDATE), atomic against concurrent writers on both
+    databases: columns outside ``update`` keep whatever another transaction committed.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        on_postgres = postgres_insert(RoutingRow).values(**values)
+        changes = {column: on_postgres.excluded[column] for column in update}
+        session.execute(on_postgres.on_conflict_do_update(index_elements=[RoutingRow.model], set_=changes))
+    else:
+        on_sqlite = sqlite_insert(RoutingRow).values(**values)
+        changes = {column: on_sqlite.excluded[column] for column in update}
+        session.execute(on_sqlite.on_conflict_do_update(index_elements=[RoutingRow.model], set_=changes))
+
+
+def routing_record(row: RoutingRow) -> RoutingRecord:
+    return RoutingRecord(
+        model=row.model,
+        policy=None if row.policy is None else dict(row.policy),
+        state=dict(row.state),
+        updated_at=row.updated_at,
+        updated_by=row.updated_by,
     )
 
 

@@ -24,7 +24,12 @@ class Stage(enum.StrEnum):
 
 
 class AuditAction(enum.StrEnum):
-    """What an audit row records. The first five change stages; the last three are server events."""
+    """What an audit row records.
+
+    The first five change stages; LOAD, UNLOAD and LOAD_FAILED are server events; TRAFFIC is a
+    traffic policy override set or cleared (``details["policy"]``, None when cleared);
+    CANARY_STEP and CANARY_ROLLBACK are server events of a canary rollout (with ``details``).
+    """
 
     REGISTER = "register"
     PROMOTE = "promote"
@@ -34,10 +39,21 @@ class AuditAction(enum.StrEnum):
     LOAD = "load"
     UNLOAD = "unload"
     LOAD_FAILED = "load_failed"
+    TRAFFIC = "traffic"
+    CANARY_STEP = "canary_step"
+    CANARY_ROLLBACK = "canary_rollback"
 
 
 # the actions RegistryStore.record accepts; the others are written by the operation they describe
-EVENT_ACTIONS = frozenset({AuditAction.LOAD, AuditAction.UNLOAD, AuditAction.LOAD_FAILED})
+EVENT_ACTIONS = frozenset(
+    {
+        AuditAction.LOAD,
+        AuditAction.UNLOAD,
+        AuditAction.LOAD_FAILED,
+        AuditAction.CANARY_STEP,
+        AuditAction.CANARY_ROLLBACK,
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,3 +114,21 @@ class ModelSummary:
     latest_version: int | None
     production: int | None
     staging: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingRecord:
+    """A served model's traffic policy override and router state, as stored.
+
+    ``policy`` replaces the ``traffic:`` section of the model's config.yaml; None means no
+    override (config.yaml applies). ``state`` is what the model's router saved (bandit counts,
+    canary step; {} when none). ``updated_at``/``updated_by`` are the last ``set_traffic``: when,
+    and who set or cleared the override; for a row only ``save_routing_state`` has written, the
+    time of its first save and "".
+    """
+
+    model: str
+    policy: dict[str, Any] | None
+    state: dict[str, Any]
+    updated_at: datetime
+    updated_by: str

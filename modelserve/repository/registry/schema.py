@@ -4,6 +4,9 @@ The migrations in ``migrations/versions/`` create these tables; the ORM classes 
 them, and a test checks that the two agree. Change a table by adding a migration, then mirror it
 here. The audit table is append-only: the migrations install triggers that abort any UPDATE or
 DELETE on it (and TRUNCATE on PostgreSQL), and this package never issues either.
+
+The ``action`` column of ``audit`` is a plain String(32) without a CHECK constraint: a new audit
+action needs no migration, only a name of at most 32 characters.
 """
 
 from __future__ import annotations
@@ -116,3 +119,17 @@ class AuditRow(Base):
     to_stage: Mapped[str | None] = mapped_column(String(16))
     reason: Mapped[str] = mapped_column(Text)
     details: Mapped[dict[str, Any]]
+
+
+class RoutingRow(Base):
+    """A served model's traffic policy override and router state (migration 0002)."""
+
+    __tablename__ = "routing"
+
+    # no foreign key: a served model need not be registered
+    model: Mapped[str] = mapped_column(String(128), primary_key=True)
+    # SQL NULL (not JSON null) when there is no override: config.yaml's traffic applies
+    policy: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    state: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'"))
+    updated_at: Mapped[datetime]
+    updated_by: Mapped[str] = mapped_column(Text)

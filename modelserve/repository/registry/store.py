@@ -13,6 +13,10 @@ Contract:
 - Stages: every version starts in ``none``; any version may move to staging, production or
   archived, except archived to staging and except to its own stage. Promoting to production
   archives the previous production version with ``replaced_by`` set to the new one.
+- Routing (``set_traffic``, ``save_routing_state``): one row per served model, registered or not,
+  with a traffic policy override and its router's state. Each write is one upsert statement, so
+  a state save never overwrites a policy set meanwhile. It does replace the state that a policy
+  change reset to {}: a server that changes a policy must stop saving the old router's state.
 - Reads see one consistent snapshot and return frozen records (``records.py``), never ORM objects.
 - The audit log is append-only: no method updates or deletes it, and database triggers refuse it.
 - Methods block while the database is locked by another writer, up to ``busy_timeout_ms``.
@@ -42,9 +46,10 @@ from modelserve.repository.registry.records import (
     AuditEntry,
     ModelSummary,
     RegisteredVersion,
+    RoutingRecord,
     Stage,
 )
-from modelserve.repository.registry.schema import AuditRow, ModelRow, VersionRow
+from modelserve.repository.registry.schema import AuditRow, ModelRow, RoutingRow, VersionRow
 
 
 class RegistryStore:
@@ -217,7 +222,8 @@ class RegistryStore:
         reason: str = "",
         details: dict[str, Any] | None = None,
     ) -> AuditEntry:
-        """Append a server event (``load``, ``unload`` or ``load_failed``); changes no stage.
+        """Append a server event (``load``, ``unload``, ``load_failed``, ``canary_step`` or
+        ``canary_rollback``); changes no stage.
 
         The model need not be registered: a server may serve models from a directory only.
         """
@@ -235,7 +241,49 @@ class RegistryStore:
             row = rows.audit(session, datetime.now(UTC), actor, kind, name, number, reason, details=extra)
             return rows.entry_record(row)
 
+    def set_traffic(self, name: str, policy: dict[str, Any] | None, *, actor: str, reason: str = "") -> RoutingRecord:
+        """Override the ``traffic:`` policy of model ``name`` (None: clear the override).
+
+        Resets the model's router state to {} (a new policy starts afresh) and appends a ``traffic``
+        audit row with details {"policy": policy}, in the same transaction. The model need not be
+        registered. The policy is stored as given (a JSON object); judging it is the router's job.
+        """
+        name = check.model_name(name)
+        stored = None if policy is None else check.json_object("policy", policy)
+        actor, reason = check.text("actor", actor, required=True), check.text("reason", reason, required=False)
+        operation = f"{'clear' if stored is None else 'set'} the traffic policy of model {name!r}"
+        with self._transaction(operation, write=True) as session:
+            now = datetime.now(UTC)
+            values = {"model": name, "policy": stored, "state": {}, "updated_at": now, "updated_by": actor}
+            rows.upsert_routing(session, values, update=("policy", "state", "updated_at", "updated_by"))
+            rows.audit(session, now, actor, AuditAction.TRAFFIC, name, None, reason, details={"policy": stored})
+            return rows.routing_record(session.scalars(select(RoutingRow).where(RoutingRow.model == name)).one())
+
+    def save_routing_state(self, name: str, state: dict[str, Any]) -> None:
+        """Replace the router state of model ``name`` (bandit counts, canary step); not audited.
+
+        One short statement, meant to be called every second or so: the policy and
+        ``updated_at``/``updated_by`` stay as they are (a row created here has no policy).
+        """
+        name = check.model_name(name)
+        saved = check.json_object("state", state)
+        with self._transaction(f"save the routing state of model {name!r}", write=True) as session:
+            values = {"model": name, "policy": None, "state": saved, "updated_at": datetime.now(UTC), "updated_by": ""}
+            rows.upsert_routing(session, values, update=("state",))
+
     # -- reads --------------------------------------------------------------------------------
+
+    def routing(self, name: str) -> RoutingRecord | None:
+        """The policy override and router state of model ``name``; None if neither was ever saved."""
+        name = check.model_name(name)
+        with self._transaction(f"read the routing of model {name!r}") as session:
+            row = session.get(RoutingRow, name)
+            return None if row is None else rows.routing_record(row)
+
+    def routings(self) -> list[RoutingRecord]:
+        """Every model's routing row, by model name."""
+        with self._transaction("read routing") as session:
+            return [rows.routing_record(row) for row in session.scalars(select(RoutingRow).order_by(RoutingRow.model))]
 
     def next_version(self, name: str) -> int:
         """The number ``register(name, None)`` would take now (1 for an unknown model)."""

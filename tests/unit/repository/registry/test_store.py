@@ -290,7 +290,10 @@ def test_history_is_chronological_and_complete(store: RegistryStore) -> None:
 
 
 def test_record_takes_only_server_events(store: RegistryStore) -> None:
-    with pytest.raises(InvalidInput, match=r"audit action 'promote': record\(\) takes load, load_failed, unload"):
+    with pytest.raises(
+        InvalidInput,
+        match=r"audit action 'promote': record\(\) takes canary_rollback, canary_step, load, load_failed, unload",
+    ):
         store.record("promote", "iris", 1, actor="server")
     with pytest.raises(InvalidInput, match=r"audit action 'loaded': expected one of register, promote"):
         store.record("loaded", "iris", 1, actor="server")
@@ -318,7 +321,7 @@ def test_reopening_migrates_once_and_keeps_the_data(registry_url: str) -> None:
         assert [v.version for v in second.versions("iris")] == [1]
         assert len(third.history()) == 1
     with _raw(registry_url) as connection:
-        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0001"]
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0002"]
 
 
 def test_orm_classes_match_the_migrations(store: RegistryStore, registry_url: str) -> None:

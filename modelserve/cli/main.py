@@ -13,6 +13,7 @@ from modelserve import __version__
 from modelserve.bootstrap import build_server
 from modelserve.cli.logs import logs as logs_command
 from modelserve.cli.registry import registry
+from modelserve.cli.traffic import traffic
 from modelserve.config.server import ServerConfig
 from modelserve.errors import ModelServeError
 from modelserve.server.supervisor import Supervisor, worker_argv
@@ -200,4 +201,5 @@ def _run(coro: object) -> None:
 
 
 main.add_command(registry)
+main.add_command(traffic)
 main.add_command(logs_command)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from modelserve.config.server import ServerConfig
@@ -11,10 +12,12 @@ from modelserve.core.pool import Pool
 from modelserve.core.residency import Residency
 from modelserve.protocol.v2 import rest
 from modelserve.repository.registry import REGISTRY_DIR, RegistryStore, Stage, default_url
+from modelserve.routing.router import Router
 from modelserve.server.grpc.service import GrpcService
 from modelserve.server.http.app import HttpApp
 from modelserve.server.http.repository import RepositoryEndpoints
 from modelserve.server.http.tfserving import TfServingEndpoints
+from modelserve.server.http.traffic import TrafficEndpoints
 from modelserve.server.http.v2 import V2Endpoints
 from modelserve.server.lifecycle import Server
 from modelserve.server.metrics import Metrics
@@ -32,15 +35,18 @@ def build_server(config: ServerConfig) -> Server:
         memory_budget_bytes=config.memory_budget_mb << 20,
         load_wait_s=config.load_wait_s,
     )
+    registry = open_registry(config)
     manager = ModelManager(
         pool,
         config.repository,
         config.trust_code,
         decode_sample=_decode_sample,
-        catalog=build_catalog(config),
+        catalog=build_catalog(config, registry),
         residency=residency,
         record_stats=config.metrics,
     )
+    # mirrored requests may use half the inference threads at most: the callers keep the rest
+    router = Router(manager, routing_store(config, registry), max_shadows=max(1, pool.threads // 2))
     metrics = Metrics(manager, Path(config.stats_dir) if config.stats_dir else None)
     tracing = Tracing() if config.tracing else None
     sink = PayloadSink(
@@ -51,13 +57,16 @@ def build_server(config: ServerConfig) -> Server:
     observer = Observer(manager, config.access_log, tracing, sink)
     routes = (
         metrics.routes()
-        + V2Endpoints(manager, observer).routes()
+        + V2Endpoints(manager, observer, router).routes()
+        + TrafficEndpoints(router, config.control_api).routes()
         + RepositoryEndpoints(manager, config.control_api).routes()
-        + TfServingEndpoints(manager, observer).routes()
+        + TfServingEndpoints(manager, observer, router).routes()
     )
-    grpc_handler = GrpcService(manager, config.control_api, observer, metrics).handler()
+    grpc_handler = GrpcService(manager, config.control_api, observer, metrics, router).handler()
     server = Server(config, manager, pool, HttpApp(routes, config.max_request_bytes), grpc_handler, metrics)
     server.tracing = tracing
+    server.router = router
+    metrics.router = router
     server.payloads = sink
     metrics.payloads = sink
     return server
@@ -70,14 +79,36 @@ def payload_directory(repository: Path, configured: str | Path | None = None) ->
     return repository / REGISTRY_DIR / "payloads"
 
 
-def build_catalog(config: ServerConfig) -> Catalog:
+def open_registry(config: ServerConfig) -> RegistryStore | None:
+    """The registry the server serves from (``--registry``), None when it serves a directory."""
+    if config.manifest or not (config.registry or config.registry_url):
+        return None
+    return RegistryStore(config.registry_url or default_url(config.repository))
+
+
+def build_catalog(config: ServerConfig, registry: RegistryStore | None = None) -> Catalog:
     """What decides the served versions: a manifest, the registry, or each config.yaml's policy."""
     if config.manifest:
         return ManifestCatalog(Path(config.manifest))
-    if config.registry or config.registry_url:
-        store = RegistryStore(config.registry_url or default_url(config.repository))
-        return RegistryCatalog(store, Stage(config.stage))
+    registry = registry if registry is not None else open_registry(config)
+    if registry is not None:
+        return RegistryCatalog(registry, Stage(config.stage))
     return PolicyCatalog()
+
+
+def routing_store(config: ServerConfig, registry: RegistryStore | None) -> Callable[[bool], RegistryStore | None]:
+    """Where traffic overrides and learnt routing state live: the registry the server serves
+    from, else the repository's own registry database, created only when there is state to keep."""
+
+    def open_store(create: bool) -> RegistryStore | None:
+        if registry is not None:
+            return registry
+        url = config.registry_url or default_url(config.repository)
+        if not create and url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+            return None  # nothing was ever kept: do not create a database to read nothing
+        return RegistryStore(url)
+
+    return open_store
 
 
 def _decode_sample(body: bytes) -> InferRequest:

@@ -52,6 +52,18 @@ class VersionGone(ModelNotFound):
     code = ErrorCode.GONE
 
 
+class NotFound(ModelServeError, LookupError):
+    """Something else a request names does not exist (a request id awaiting feedback)."""
+
+    code = ErrorCode.NOT_FOUND
+
+
+class Unavailable(ModelServeError):
+    """A service the request needs is not available (the registry database)."""
+
+    code = ErrorCode.UNAVAILABLE
+
+
 class ModelNotReady(ModelServeError):
     code = ErrorCode.UNAVAILABLE
 

@@ -434,6 +434,10 @@ class ModelManager:
             return
         self.stats.version(name, "" if version is None else str(version)).request(protocol, outcome, seconds)
 
+    def configs(self) -> dict[str, ModelConfig]:
+        """Each known model's config.yaml as last loaded (routing reads its traffic policies)."""
+        return {name: model.config for name, model in self._models.items()}
+
     def versions(self) -> list[tuple[str, ModelVersion]]:
         """Every known version of every model: for statistics and metrics."""
         return [(name, mv) for name, model in self._models.items() for mv in model.versions.values()]
@@ -817,8 +821,8 @@ def _batchable(signature: Signature) -> bool:
 
 
 def _same_load_config(a: ModelConfig, b: ModelConfig) -> bool:
-    """Whether a version loaded under config ``a`` can serve under ``b``: labels only route."""
-    return replace(a, version_labels={}) == replace(b, version_labels={})
+    """Whether a version loaded under config ``a`` can serve under ``b``: labels and traffic only route."""
+    return replace(a, version_labels={}, traffic=None) == replace(b, version_labels={}, traffic=None)
 
 
 def _reason(model: Model, mv: ModelVersion) -> str:

@@ -23,6 +23,7 @@ from modelserve.config.server import ServerConfig
 from modelserve.core.manager import ModelManager
 from modelserve.core.pool import Pool
 from modelserve.core.watcher import RepositoryWatcher
+from modelserve.routing.router import Router
 from modelserve.server.http.app import HttpApp
 from modelserve.server.metrics import Metrics
 from modelserve.telemetry.payloads import PayloadSink
@@ -58,6 +59,7 @@ class Server:
         self._publishing: asyncio.Task[None] | None = None
         self.tracing: Tracing | None = None  # set by bootstrap; flushed at stop
         self.payloads: PayloadSink | None = None  # set by bootstrap; drained at stop
+        self.router: Router | None = None  # set by bootstrap; started once the models are loaded
         self.http_port = 0
 
     @property
@@ -128,6 +130,8 @@ class Server:
 
     async def _load(self, loading: Awaitable[None]) -> None:
         await loading
+        if self.router is not None:
+            await self.router.start()  # the traffic policies of the models just loaded
         # Loaded libraries leave ~10^5 long-lived objects; a full collection walking them all took
         # ~90 ms here, the p99 of every request it interrupts. Freezing moves them out of the
         # collector's way; garbage made while serving is still collected.
@@ -178,6 +182,8 @@ class Server:
         await asyncio.gather(*stopping)
         if self._loading is not None:
             await self._loading
+        if self.router is not None:
+            await self.router.stop()  # saves what the bandits learnt
         await self.manager.shutdown()
         self.pool.shutdown()
         self.manager.catalog.close()  # the registry's database connections

@@ -12,7 +12,8 @@ Metrics (all per model and version unless said otherwise):
   ``modelserve_cache_requests_total{result}``;
 - per server: ``modelserve_model_versions{state}``, ``modelserve_model_load_duration_seconds{model}``,
   ``modelserve_model_load_failures_total{model}``, ``modelserve_worker_restarts_total{model}``
-  (worker processes of ``processes: N`` models), and prometheus-client's ``process_*`` (CPU, memory).
+  (worker processes of ``processes: N`` models), and prometheus-client's ``process_*`` (CPU, memory);
+- traffic policies and inference graphs: see server/routing_metrics.py.
 
 Several server processes (``serve --workers N``): each worker writes its figures to a file in the
 directory the supervisor gives it (``MODELSERVE_STATS_DIR``) every second, and a scrape of any
@@ -40,7 +41,9 @@ from modelserve.core.manager import ModelManager
 from modelserve.core.stats import Histogram, ServerStats, VersionStats
 from modelserve.errors import ModelNotFound
 from modelserve.protocol.v2.rest import dumps
+from modelserve.routing.router import Router
 from modelserve.server.http.app import JSON, Reply, Request, Route, parse_version
+from modelserve.server.routing_metrics import routing_families
 from modelserve.telemetry.payloads import PayloadSink
 from modelserve.types import ModelState
 
@@ -54,6 +57,7 @@ class Metrics:
         self._manager = manager
         self._stats_dir = stats_dir
         self.payloads: PayloadSink | None = None  # the payload log, whose entries are counted
+        self.router: Router | None = None  # traffic policies, whose figures are exported too
         self._registry = CollectorRegistry(auto_describe=False)
         self._registry.register(_Collector(self))
         ProcessCollector(registry=self._registry)
@@ -201,6 +205,7 @@ class _Collector:
             for result in ("written", "dropped", "failed"):
                 entries.add_metric([result], getattr(sink.counts, result))
             yield entries
+        yield from routing_families(self._metrics.router, self._metrics._manager)
 
 
 def _histograms(name: str, documentation: str, labels: list[str]) -> HistogramMetricFamily:

@@ -28,6 +28,7 @@ T = TypeVar("T")
 
 REQUEST_ID_HEADER = "x-request-id"
 TRACE_ID_HEADER = "x-trace-id"
+VARIANT_HEADER = "x-model-variant"  # the variant a traffic policy chose (also in the v2 response parameters)
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
 

@@ -26,10 +26,11 @@ from modelserve.protocol.names import parse_version
 from modelserve.protocol.status import grpc_status
 from modelserve.protocol.v2.grpc import codec
 from modelserve.protocol.v2.grpc import messages as pb
+from modelserve.routing.router import Router
 from modelserve.server.control import checked_target
 from modelserve.server.info import EXTENSIONS, SERVER_NAME
 from modelserve.server.metrics import Metrics
-from modelserve.server.observe import REQUEST_ID_HEADER, Observed, Observer, watched
+from modelserve.server.observe import REQUEST_ID_HEADER, VARIANT_HEADER, Observed, Observer, watched
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +45,10 @@ class GrpcService:
         control_api: bool,
         observer: Observer | None = None,
         metrics: Metrics | None = None,
+        router: Router | None = None,
     ) -> None:
         self._manager = manager
+        self._router = router if router is not None else Router(manager)
         self._metrics = metrics
         self._control_api = control_api
         self._observer = observer if observer is not None else Observer(manager, access_log=False)
@@ -120,11 +123,16 @@ class GrpcService:
         with seen.span("decode"):
             request = codec.decode_infer_request(msg)
         label = _label(context, version, request.parameters.get(names.LABEL_PARAMETER))
-        with await self._manager.checkout(name, version, label) as handle:
-            seen.pin(handle)
-            response = await handle.infer(request, deadline)
-            seen.payload(handle, request, response)
-            sunset = handle.sunset
+        metadata = context.invocation_metadata() or ()
+
+        def header(key: str) -> str | None:
+            value = next((v for k, v in metadata if k == key), None)
+            return value if isinstance(value, str) else None
+
+        answer = await self._router.infer(name, version, label, request, header, seen, deadline)
+        response, sunset = answer.response, answer.sunset
+        if answer.variant is not None:
+            trailers.append((VARIANT_HEADER, answer.variant))
         if sunset is not None:  # the REST headers' twins, as trailing metadata
             deprecated, retires = sunset
             trailers += [("deprecation", f"@{int(deprecated.timestamp())}"), ("sunset", retires.isoformat())]

@@ -31,6 +31,7 @@ Headers = list[tuple[bytes, bytes]]
 Reply = tuple[int, bytes, Headers]
 
 JSON = [(b"content-type", b"application/json")]
+_WITH_BODY = frozenset({"POST", "PUT", "DELETE"})
 
 
 class Request:
@@ -102,7 +103,7 @@ class HttpApp:
             if handler is None:
                 allowed = ", ".join(sorted(route.methods))
                 return 405, encode_error(f"method {scope['method']} is not allowed on {path}; use {allowed}"), JSON
-            body = await self._body(receive) if scope["method"] == "POST" else b""
+            body = await self._body(receive) if scope["method"] in _WITH_BODY else b""
             params = {k: v for k, v in match.groupdict().items() if v is not None}
             return await handler(Request(scope, params, body))
         return 404, encode_error(f"no endpoint at {path}"), JSON

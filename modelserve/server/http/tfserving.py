@@ -6,16 +6,19 @@ from modelserve.core.manager import Handle, ModelManager
 from modelserve.errors import ModelNotReady, Unsupported
 from modelserve.protocol.names import parse_label
 from modelserve.protocol.tfserving import rest as tf
+from modelserve.routing.router import Router
 from modelserve.server.http.app import JSON, Reply, Request, Route, parse_version, retirement_headers, with_headers
-from modelserve.server.observe import REQUEST_ID_HEADER, Observed, Observer, watched
+from modelserve.server.observe import REQUEST_ID_HEADER, VARIANT_HEADER, Observed, Observer, watched
+from modelserve.types import InferRequest
 
 _MODEL = r"/v1/models/(?P<model>[^/:]+)(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?"
 
 
 class TfServingEndpoints:
-    def __init__(self, manager: ModelManager, observer: Observer | None = None) -> None:
+    def __init__(self, manager: ModelManager, observer: Observer | None = None, router: Router | None = None) -> None:
         self._manager = manager
         self._observer = observer if observer is not None else Observer(manager, access_log=False)
+        self._router = router if router is not None else Router(manager)
 
     def routes(self) -> list[Route]:
         return [
@@ -55,15 +58,21 @@ class TfServingEndpoints:
         return with_headers(reply, seen.response_headers())
 
     async def _predict(self, request: Request, seen: Observed) -> Reply:
-        with await self._checkout(request) as handle:
-            seen.pin(handle)
+        params = request.params
+        rows = [False]  # whether the request used the "instances" (row) format: the answer follows it
+
+        def decode(handle: Handle) -> InferRequest:
             with seen.span("decode"):
-                infer_request, rows = tf.decode_predict_request(request.body, handle.signatures)
-            response = await handle.infer(infer_request)
-            seen.payload(handle, infer_request, response)
-            retiring = retirement_headers(handle.sunset)
+                infer_request, rows[0] = tf.decode_predict_request(request.body, handle.signatures)
+            return infer_request
+
+        version, label = parse_version(params), parse_label(params.get("label"))
+        answer = await self._router.infer(params["model"], version, label, decode, request.header, seen)
+        retiring = retirement_headers(answer.sunset)
+        if answer.variant is not None:
+            retiring.append((VARIANT_HEADER.encode(), answer.variant.encode()))
         with seen.span("encode"):
-            body = tf.encode_predict_response(response, rows)
+            body = tf.encode_predict_response(answer.response, rows[0])
         return 200, body, JSON + retiring
 
     async def _checkout(self, request: Request) -> Handle:

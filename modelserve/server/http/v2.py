@@ -7,18 +7,20 @@ from modelserve.core.manager import ModelManager
 from modelserve.errors import ModelNotReady
 from modelserve.protocol import names
 from modelserve.protocol.v2 import binary, rest
+from modelserve.routing.router import Router
 from modelserve.server.http.app import JSON, Reply, Request, Route, parse_version, retirement_headers, with_headers
 from modelserve.server.info import EXTENSIONS, SERVER_NAME
-from modelserve.server.observe import REQUEST_ID_HEADER, Observed, Observer, watched
+from modelserve.server.observe import REQUEST_ID_HEADER, VARIANT_HEADER, Observed, Observer, watched
 
 _MODEL = r"/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?"
 _OCTETS = b"application/octet-stream"
 
 
 class V2Endpoints:
-    def __init__(self, manager: ModelManager, observer: Observer | None = None) -> None:
+    def __init__(self, manager: ModelManager, observer: Observer | None = None, router: Router | None = None) -> None:
         self._manager = manager
         self._observer = observer if observer is not None else Observer(manager, access_log=False)
+        self._router = router if router is not None else Router(manager)
         self._server_metadata = rest.dumps({"name": SERVER_NAME, "version": __version__, "extensions": EXTENSIONS})
 
     def routes(self) -> list[Route]:
@@ -80,11 +82,11 @@ class V2Endpoints:
         with seen.span("decode"):
             infer_request = rest.decode_infer_request(request.body, json_length)
         label = self._label(request, version, infer_request.parameters.get(names.LABEL_PARAMETER))
-        with await self._manager.checkout(request.params["model"], version, label) as handle:
-            seen.pin(handle)
-            response = await handle.infer(infer_request)
-            seen.payload(handle, infer_request, response)
-            retiring = retirement_headers(handle.sunset)
+        answer = await self._router.infer(request.params["model"], version, label, infer_request, request.header, seen)
+        response = answer.response
+        retiring = retirement_headers(answer.sunset)
+        if answer.variant is not None:
+            retiring.append((VARIANT_HEADER.encode(), answer.variant.encode()))
         with seen.span("encode"):
             body, header_length = rest.encode_infer_response(response, infer_request)
         if header_length is None:

@@ -12,6 +12,7 @@ from modelserve.core.pool import Pool
 from modelserve.core.residency import Residency
 from modelserve.protocol.v2 import rest
 from modelserve.repository.registry import REGISTRY_DIR, RegistryStore, Stage, default_url
+from modelserve.repository.registry.payloads import PayloadTable
 from modelserve.routing.router import Router
 from modelserve.server.grpc.service import GrpcService
 from modelserve.server.http.app import HttpApp
@@ -49,11 +50,7 @@ def build_server(config: ServerConfig) -> Server:
     router = Router(manager, routing_store(config, registry), max_shadows=max(1, pool.threads // 2))
     metrics = Metrics(manager, Path(config.stats_dir) if config.stats_dir else None)
     tracing = Tracing() if config.tracing else None
-    sink = PayloadSink(
-        payload_directory(config.repository, config.payload_log_dir),
-        max_file_bytes=config.payload_log_max_file_mb << 20,
-        keep_files=config.payload_log_keep_files,
-    )
+    sink = payload_sink(config)
     observer = Observer(manager, config.access_log, tracing, sink)
     routes = (
         metrics.routes()
@@ -77,6 +74,20 @@ def payload_directory(repository: Path, configured: str | Path | None = None) ->
     if configured:
         return Path(configured)
     return repository / REGISTRY_DIR / "payloads"
+
+
+def payload_sink(config: ServerConfig) -> PayloadSink:
+    """The payload log: JSON Lines files (``payload_directory``), or with ``payload_log_sink:
+    registry`` the payloads table of the registry database (``registry_url``, else the
+    repository's own). Raises ConfigError for a database URL that cannot be used."""
+    if config.payload_log_sink == "registry":
+        url = config.registry_url or default_url(config.repository)
+        return PayloadSink(writer=PayloadTable(url, max_rows=config.payload_log_max_rows))
+    return PayloadSink(
+        payload_directory(config.repository, config.payload_log_dir),
+        max_file_bytes=config.payload_log_max_file_mb << 20,
+        keep_files=config.payload_log_keep_files,
+    )
 
 
 def open_registry(config: ServerConfig) -> RegistryStore | None:

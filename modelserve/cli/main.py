@@ -125,6 +125,13 @@ def main() -> None:
     help="Where models with payload_log on write their requests and responses. "
     "[default: REPOSITORY/.modelserve/payloads]",
 )
+@click.option(
+    "--payload-log-sink",
+    type=click.Choice(["files", "registry"]),
+    default=None,
+    help="Where the payload log goes: JSON Lines files (--payload-log-dir), or the payloads table of the "
+    "registry database (--registry-url, else REPOSITORY/.modelserve/registry.db). [default: files]",
+)
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default=None)
 def serve(
     repository: Path,
@@ -147,6 +154,7 @@ def serve(
     access_log: str | None,
     tracing: str | None,
     payload_log_dir: Path | None,
+    payload_log_sink: str | None,
     log_level: str | None,
 ) -> None:
     """Serve every model under REPOSITORY (REPOSITORY/<model>/<version>/<artifact>)."""
@@ -170,6 +178,7 @@ def serve(
         "access_log": None if access_log is None else access_log == "on",
         "tracing": None if tracing is None else tracing == "on",
         "payload_log_dir": None if payload_log_dir is None else str(payload_log_dir),
+        "payload_log_sink": payload_log_sink,
         "log_level": log_level,
     }
     try:

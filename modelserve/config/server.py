@@ -44,6 +44,10 @@ class ServerConfig:
     payload_log_dir: str = ""  # payload log files; default REPOSITORY/.modelserve/payloads
     payload_log_max_file_mb: int = 64  # start a new file past this size
     payload_log_keep_files: int = 10  # delete the oldest files beyond this many
+    # files (payload_log_dir), or registry: the payloads table of the registry database (registry_url
+    # if given, else the repository's own), which keeps the newest payload_log_max_rows rows
+    payload_log_sink: str = "files"
+    payload_log_max_rows: int = 1_000_000
     tracing: bool = False  # OpenTelemetry spans per inference request, exported as OTEL_* says
 
     def __post_init__(self) -> None:
@@ -68,6 +72,10 @@ class ServerConfig:
             raise ConfigError(f"log_format must be auto, json or console, got {self.log_format!r}")
         if self.payload_log_max_file_mb < 1 or self.payload_log_keep_files < 1:
             raise ConfigError("payload_log_max_file_mb and payload_log_keep_files must be >= 1")
+        if self.payload_log_sink not in ("files", "registry"):
+            raise ConfigError(f"payload_log_sink must be files or registry, got {self.payload_log_sink!r}")
+        if self.payload_log_max_rows < 1:
+            raise ConfigError(f"payload_log_max_rows must be >= 1, got {self.payload_log_max_rows}")
         if self.workers < 1:
             raise ConfigError(f"workers must be >= 1, got {self.workers}")
         if self.workers > 1 and self.control_api:

@@ -1,14 +1,18 @@
 """Payload logging: what a model was asked and answered, written off the request path.
 
-Entries (one JSON object per line: ``time``, ``request_id``, ``model``, ``version``, ``protocol``,
+Entries (one JSON object each: ``time``, ``request_id``, ``model``, ``version``, ``protocol``,
 ``inputs`` and ``outputs`` as ``{name: {datatype, shape, data}}``) go into a bounded queue that a
-writer thread drains into ``payloads-<n>.jsonl`` files under the sink's directory, starting a new
-file past ``max_file_bytes`` and deleting the oldest beyond ``keep_files``.
+writer thread drains in batches (up to ``batch_size`` entries) through a ``PayloadWriter``: by
+default a ``FileWriter``, JSON Lines in ``payloads-<n>.jsonl`` files under the sink's directory,
+starting a new file past ``max_file_bytes`` and deleting the oldest beyond ``keep_files``; or a
+table in the registry database (``repository.registry.payloads.PayloadTable``), one transaction
+per batch.
 
 A request never waits for, or fails because of, the payload log: when the queue is full (the disk
-is slow) an entry is dropped and counted; when writing fails (the disk is full, the directory is
-gone) the entry is counted as failed and the error logged once per kind of failure. Memory is
-bounded by ``queue_size`` entries. Serialising the tensors happens in the writer thread too.
+or database is slow) an entry is dropped and counted; when writing fails (the disk is full, the
+directory is gone, the database is down) the batch's entries are counted as failed and the error
+logged once per kind of failure. Memory is bounded by ``queue_size`` entries. Serialising the
+tensors happens in the writer thread too.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import orjson
@@ -52,12 +56,30 @@ class Entry:
 
 
 class PayloadSink:
+    """Entries in a bounded queue (``queue_size``), written by one thread in batches of up to
+    ``batch_size`` through ``writer``, or, given a ``directory``, through a ``FileWriter`` with
+    ``max_file_bytes`` and ``keep_files``. Give one of ``directory`` and ``writer``."""
+
     def __init__(
-        self, directory: Path, max_file_bytes: int = 64 << 20, keep_files: int = 10, queue_size: int = 10_000
+        self,
+        directory: Path | None = None,
+        max_file_bytes: int = 64 << 20,
+        keep_files: int = 10,
+        queue_size: int = 10_000,
+        *,
+        writer: PayloadWriter | None = None,
+        batch_size: int = 500,
     ) -> None:
-        self.directory = directory
-        self.max_file_bytes = max_file_bytes
-        self.keep_files = keep_files
+        if writer is None:
+            if directory is None:
+                raise ValueError("PayloadSink needs a directory or a writer")
+            writer = FileWriter(directory, max_file_bytes, keep_files)
+        elif directory is not None:
+            raise ValueError("PayloadSink takes a directory or a writer, not both")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.writer = writer
+        self.batch_size = batch_size
         self.counts = PayloadCounts()
         self._queue: queue.Queue[Entry | None] = queue.Queue(maxsize=queue_size)
         self._failures_logged: set[str] = set()
@@ -80,30 +102,103 @@ class PayloadSink:
         self._thread.join(timeout)
 
     def _run(self) -> None:
-        file: Any = None
-        size = 0
-        while True:
-            entry = self._queue.get()
-            if entry is None:
-                break
+        running = True
+        while running:
+            batch, running = self._next_batch()
+            docs = []
+            for entry in batch:
+                try:
+                    docs.append(_document(entry))
+                except Exception as exc:  # a tensor that will not serialise: this entry only
+                    self._failed(1, exc)
+            if not docs:
+                continue
             try:
-                line = orjson.dumps(_document(entry)) + b"\n"
-                if file is None or size + len(line) > self.max_file_bytes:
-                    if file is not None:
-                        file.close()
-                    file, size = self._next_file()
-                file.write(line)
-                file.flush()
-                size += len(line)
-                self.counts.written += 1
-            except Exception as exc:  # a full disk, a directory removed: count, say so once, go on
-                self.counts.failed += 1
-                file = None
-                kind = type(exc).__name__
-                if kind not in self._failures_logged:
-                    self._failures_logged.add(kind)
-                    log.error("payload log: cannot write to %s: %s; entries are counted as failed", self.directory, exc)
-        if file is not None:
+                self.writer.write(docs)
+                self.counts.written += len(docs)
+            except Exception as exc:  # a full disk, a directory removed, a database down: count, go on
+                self._failed(len(docs), exc)
+        try:
+            self.writer.close()
+        except Exception as exc:
+            log.warning("payload log: closing %s: %s", self.writer.where, exc)
+
+    def _next_batch(self) -> tuple[list[Entry], bool]:
+        """What is queued, up to ``batch_size`` entries (waits for the first); False once closed."""
+        first = self._queue.get()
+        if first is None:
+            return [], False
+        batch = [first]
+        while len(batch) < self.batch_size:
+            try:
+                entry = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if entry is None:
+                return batch, False
+            batch.append(entry)
+        return batch, True
+
+    def _failed(self, count: int, exc: Exception) -> None:
+        """Count ``count`` entries as failed; log the error once per kind of failure."""
+        self.counts.failed += count
+        kind = type(exc).__name__
+        if kind not in self._failures_logged:
+            self._failures_logged.add(kind)
+            log.error("payload log: cannot write to %s: %s; entries are counted as failed", self.writer.where, exc)
+
+
+class PayloadWriter(Protocol):
+    """Where the sink's writer thread puts entries: files (``FileWriter``), a database table
+    (``repository.registry.payloads.PayloadTable``). Only that thread calls it."""
+
+    @property
+    def where(self) -> str:
+        """What messages call it: a directory, a database URL (password hidden)."""
+        ...
+
+    def write(self, docs: list[dict[str, Any]]) -> None:
+        """Store a batch of entries (``_document``'s shape, oldest first). May block; raising
+        counts every entry of the batch as failed."""
+        ...
+
+    def close(self) -> None:
+        """Release files or connections; called once, after the last ``write``."""
+        ...
+
+
+class FileWriter:
+    """JSON Lines files ``payloads-<n>.jsonl`` in ``directory`` (created when first written):
+    a new file past ``max_file_bytes``, the oldest deleted beyond ``keep_files``."""
+
+    def __init__(self, directory: Path, max_file_bytes: int = 64 << 20, keep_files: int = 10) -> None:
+        self.directory = directory
+        self.max_file_bytes = max_file_bytes
+        self.keep_files = keep_files
+        self._file: Any = None
+        self._size = 0
+
+    @property
+    def where(self) -> str:
+        return str(self.directory)
+
+    def write(self, docs: list[dict[str, Any]]) -> None:
+        try:
+            for doc in docs:
+                line = orjson.dumps(doc) + b"\n"
+                if self._file is None or self._size + len(line) > self.max_file_bytes:
+                    self.close()
+                    self._file, self._size = self._next_file()
+                self._file.write(line)
+                self._size += len(line)
+            self._file.flush()
+        except BaseException:
+            self._file = None  # start afresh: the directory may have been removed, the disk freed
+            raise
+
+    def close(self) -> None:
+        if self._file is not None:
+            file, self._file = self._file, None
             file.close()
 
     def _next_file(self) -> tuple[Any, int]:
@@ -123,7 +218,8 @@ def files(directory: Path) -> list[Path]:
 
 def _document(entry: Entry) -> dict[str, Any]:
     return {
-        "time": entry.at,
+        # microseconds, as a database timestamp keeps it: every sink gives back the same number
+        "time": round(entry.at, 6),
         "request_id": entry.request_id,
         "model": entry.model,
         "version": entry.version,

@@ -133,3 +133,20 @@ class RoutingRow(Base):
     state: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'"))
     updated_at: Mapped[datetime]
     updated_by: Mapped[str] = mapped_column(Text)
+
+
+class PayloadRow(Base):
+    """One payload log entry (migration 0003); ``payloads.py`` writes, prunes and reads them."""
+
+    __tablename__ = "payloads"
+    __table_args__ = (Index("ix_payloads_model_at", "model", "at"), Index("ix_payloads_at", "at"))
+
+    # as in audit: BIGINT on PostgreSQL, SQLite's 64-bit INTEGER PRIMARY KEY
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"), primary_key=True)
+    at: Mapped[datetime]
+    request_id: Mapped[str | None] = mapped_column(Text)
+    model: Mapped[str] = mapped_column(String(128))  # no foreign key: a served model need not be registered
+    version: Mapped[str] = mapped_column(Text)
+    protocol: Mapped[str] = mapped_column(String(32))
+    inputs: Mapped[dict[str, Any]]
+    outputs: Mapped[dict[str, Any]]

@@ -321,7 +321,7 @@ def test_reopening_migrates_once_and_keeps_the_data(registry_url: str) -> None:
         assert [v.version for v in second.versions("iris")] == [1]
         assert len(third.history()) == 1
     with _raw(registry_url) as connection:
-        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0002"]
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0003"]
 
 
 def test_orm_classes_match_the_migrations(store: RegistryStore, registry_url: str) -> None:

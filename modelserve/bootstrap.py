@@ -13,6 +13,7 @@ from modelserve.core.residency import Residency
 from modelserve.protocol.v2 import rest
 from modelserve.repository.registry import REGISTRY_DIR, RegistryStore, Stage, default_url
 from modelserve.repository.registry.payloads import PayloadTable
+from modelserve.routing.graph import GraphComposer
 from modelserve.routing.router import Router
 from modelserve.server.grpc.service import GrpcService
 from modelserve.server.http.app import HttpApp
@@ -46,6 +47,7 @@ def build_server(config: ServerConfig) -> Server:
         residency=residency,
         record_stats=config.metrics,
     )
+    manager.composer = GraphComposer(manager, trust_code=config.trust_code)
     # mirrored requests may use half the inference threads at most: the callers keep the rest
     router = Router(manager, routing_store(config, registry), max_shadows=max(1, pool.threads // 2))
     metrics = Metrics(manager, Path(config.stats_dir) if config.stats_dir else None)

@@ -2,7 +2,8 @@
 statistics (core/stats.py); when the access log is on, one structured record goes to the
 ``modelserve.access`` logger (request id, trace id, model, version, protocol, status, latency,
 batch rows); when tracing is on (telemetry/tracing.py), a server span covers it, with ``decode``,
-``queue``, ``runtime`` and ``encode`` children."""
+``queue``, ``runtime`` and ``encode`` children (an inference graph's: a ``node <name>`` child per
+node instead of ``queue`` and ``runtime``)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from modelserve.core.manager import Handle, ModelManager
 from modelserve.core.stats import VersionStats
 from modelserve.errors import ModelServeError
 from modelserve.protocol.status import grpc_status, http_status
+from modelserve.routing.graph import node_timings
 from modelserve.telemetry import logs, payloads
 from modelserve.telemetry.payloads import PayloadSink
 from modelserve.telemetry.tracing import Tracing, epoch_ns, header_carrier
@@ -181,6 +183,16 @@ class Observed:
                 attributes={"modelserve.batch_rows": batch_rows.get()},
             )
             runtime.end(end_time=epoch_ns(call_ended))
+        nodes = node_timings.get()
+        if nodes is not None:  # an inference graph: a child span per node, as it ran
+            node_timings.set(None)  # a gRPC stream serves several requests in one task
+            if span.is_recording():
+                for node, started, ended in nodes:
+                    child = tracing.tracer.start_span(
+                        f"node {node}", context=parent, start_time=epoch_ns(started),
+                        attributes={"modelserve.graph_node": node},
+                    )  # fmt: skip
+                    child.end(end_time=epoch_ns(ended))
         if self.version is not None:
             span.set_attribute("modelserve.version", str(self.version))
         status = self._status(exc)

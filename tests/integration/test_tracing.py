@@ -22,12 +22,22 @@ TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
 TRACEPARENT = f"00-{TRACE_ID}-{PARENT_ID}-01"
 GOOD = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3]}]}
+# an inference graph calling the adder twice, one call after the other
+TWICE = """\
+inputs: [{name: x, datatype: FP32, shape: [-1, 3]}]
+outputs: [{name: y, from: second.y}]
+nodes:
+  - {name: first, kind: model, model: adder, inputs: {x: x}}
+  - {name: second, kind: model, model: adder, inputs: {x: first.y}}
+"""
 
 
 @pytest.fixture
 def traced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[testing.run, InMemorySpanExporter]]:
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")  # the test's exporter only
     _save_onnx(tmp_path / "adder" / "1" / "model.onnx", adder_model(1.0))
+    (tmp_path / "twice").mkdir()
+    (tmp_path / "twice" / "graph.yaml").write_text(TWICE)
     srv = testing.run(tmp_path, tracing=True)
     exporter = InMemorySpanExporter()
     assert srv.server.tracing is not None
@@ -139,3 +149,15 @@ def test_sampling_is_decided_before_any_span(
     assert response.status_code == 200
     assert ("x-trace-id" in response.headers) is traced
     assert bool(exporter.get_finished_spans()) is traced
+
+
+def test_a_graph_request_has_a_span_per_node(traced: tuple[testing.run, InMemorySpanExporter]) -> None:
+    srv, exporter = traced
+    response = httpx.post(f"{srv.http_url}/v2/models/twice/infer", json=GOOD, headers={"traceparent": TRACEPARENT})
+    assert response.status_code == 200 and response.json()["outputs"][0]["data"] == [3, 4, 5]
+    spans = exporter.get_finished_spans()
+    (server,) = [s for s in spans if s.kind is SpanKind.SERVER and s.attributes["modelserve.model"] == "twice"]
+    assert _tree(spans, server) == ["decode", "encode", "node first", "node second"]
+    first, second = (next(s for s in spans if s.name == f"node {n}") for n in ("first", "second"))
+    assert first.end_time is not None and second.start_time is not None
+    assert first.end_time <= second.start_time  # second waited for first's output

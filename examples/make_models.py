@@ -6,6 +6,8 @@ Models are trained on data sets bundled with scikit-learn (nothing is downloaded
   outputs ``label`` and ``probabilities``;
 - ``iris-skops``: the same estimator as a scikit-learn ``.skops`` file;
 - ``diabetes``: a ridge regression on the diabetes data set, as ``.skops``;
+- ``iris-ensemble``: an inference graph (``graph.yaml``) averaging the probabilities of ``iris``
+  and ``iris-skops`` and taking a majority vote of their labels;
 - one or more models per other format, each built by a module in ``examples/formats/`` with the
   format's own library (XGBoost, LightGBM, PMML, PFA, TensorFlow, TorchScript, Python code). A
   format whose library is not installed is skipped, and the script says so.
@@ -35,6 +37,20 @@ metadata:
   classes: [setosa, versicolor, virginica]
 """
 
+IRIS_ENSEMBLE = """\
+# The two iris classifiers (ONNX and scikit-learn) together, served as the model "iris-ensemble".
+inputs:
+  - {name: input, datatype: FP32, shape: [-1, 4]}
+outputs:
+  - {name: probabilities, from: vote.probabilities}
+  - {name: label, from: majority.label}
+nodes:
+  - {name: onnx, kind: model, model: iris, inputs: {input: input}}
+  - {name: sklearn, kind: model, model: iris-skops, inputs: {input: input}}   # takes FP64: FP32 converts
+  - {name: vote, kind: combiner, combine: mean, inputs: [onnx.probabilities, sklearn.probabilities]}
+  - {name: majority, kind: combiner, combine: majority_vote, inputs: [onnx.label, sklearn.label]}
+"""
+
 
 def build(out: Path = DEFAULT_OUT) -> Path:
     """Write the repository under ``out`` (created if needed) and return it."""
@@ -60,6 +76,7 @@ def build(out: Path = DEFAULT_OUT) -> Path:
 
     (out / "iris-skops" / "1").mkdir(parents=True, exist_ok=True)
     sio.dump(classifier, out / "iris-skops" / "1" / "model.skops")
+    _write(out / "iris-ensemble" / "graph.yaml", IRIS_ENSEMBLE.encode())
 
     diabetes = load_diabetes()
     regressor = Ridge(alpha=0.1).fit(diabetes.data, diabetes.target)

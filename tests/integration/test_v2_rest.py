@@ -109,3 +109,13 @@ def test_unknown_route_and_wrong_method(client: httpx.Client) -> None:
     assert client.get("/v3/nothing").status_code == 404
     response = client.get("/v2/models/iris/infer")
     assert response.status_code == 405 and "POST" in response.json()["error"]
+
+
+def test_the_example_graph_averages_the_two_iris_models(client: httpx.Client) -> None:
+    answers = [client.post(f"/v2/models/{m}/infer", json=IRIS_REQUEST) for m in ("iris", "iris-skops", "iris-ensemble")]
+    assert all(a.status_code == 200 for a in answers), [a.text for a in answers]
+    outputs = [{o["name"]: o for o in a.json()["outputs"]} for a in answers]
+    onnx, sklearn, ensemble = (np.array(o["probabilities"]["data"]) for o in outputs)
+    np.testing.assert_allclose(ensemble, (onnx + sklearn) / 2, rtol=1e-6)
+    assert ensemble.argmax() == outputs[2]["label"]["data"][0] == outputs[0]["label"]["data"][0]
+    assert answers[2].json()["model_name"] == "iris-ensemble"

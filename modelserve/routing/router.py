@@ -202,6 +202,7 @@ class Router:
     def feedback(self, name: str, request_id: object, reward: object) -> dict[str, Any]:
         """A reward for the variant that answered request ``request_id`` (bandit policies).
         Raises ModelNotFound, InvalidInput."""
+        self._manager.model(name)  # ModelNotFound for a name the server does not know
         route = self._routes.get(name)
         if route is None or route.bandit is None or route.ledger is None:
             kind = "no traffic policy" if route is None else f"a {route.policy.kind} policy"

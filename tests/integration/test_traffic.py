@@ -163,6 +163,10 @@ def test_a_bandit_converges_to_the_better_arm_and_remembers_it_across_a_restart(
                 assert again.status_code == 404 and answer["id"] in again.json()["error"]
         unknown = client.post("/v2/models/scorer/feedback", json={"id": "nope", "reward": 1})
         assert unknown.status_code == 404
+        no_model = client.post("/v2/models/ghost/feedback", json={"id": "nope", "reward": 1})
+        assert no_model.status_code == 404 and "ghost" in no_model.json()["error"]
+        malformed = client.post("/v2/models/scorer/feedback", json={"id": "x"})
+        assert malformed.status_code == 400 and "reward" in malformed.json()["error"]
         bad = client.post("/v2/models/scorer/feedback", json={"id": "x", "reward": "good"})
         assert bad.status_code == 400 and "reward" in bad.json()["error"]
         own = client.post("/v2/models/scorer/infer", json={**body(), "id": "mine-1"})
@@ -296,3 +300,32 @@ def test_a_slow_shadow_adds_no_latency_to_the_caller(tmp_path: Path) -> None:
         stats = shadow_stats(client, 20)
     assert sorted(latencies)[10] < 0.1, latencies  # the shadow (version 4) takes 0.25 s a request
     assert stats["agreed"] >= 1 and stats["agreed"] + stats["dropped"] == 20
+
+
+# -- the admin API -----------------------------------------------------------------------------
+
+
+def test_an_override_is_audited_survives_a_restart_and_clears_back_to_config(tmp_path: Path) -> None:
+    config_policy = {"policy": "split", "variants": [{"name": "one", "version": 1}]}
+    repo = make_repo(tmp_path, config_policy, versions=(1, 2))
+    override = {"policy": "split", "variants": [{"name": "two", "version": 2}]}
+    with serve(repo) as srv, httpx.Client(base_url=srv.http_url) as client:  # control API off
+        refused = client.put("/v2/models/scorer/traffic", json={"policy": override})
+        assert refused.status_code == 403
+    with serve(repo, control_api=True) as srv, httpx.Client(base_url=srv.http_url) as client:
+        bad = client.put("/v2/models/scorer/traffic", json={"policy": {**override, "policy": "coin"}})
+        assert bad.status_code == 400 and "traffic.policy" in bad.json()["error"] and "coin" in bad.json()["error"]
+        unknown = client.put("/v2/models/ghost/traffic", json={"policy": override})
+        assert unknown.status_code == 404
+        put = client.put("/v2/models/scorer/traffic", json={"policy": override, "reason": "try two", "actor": "ann"})
+        assert put.status_code == 200 and put.json()["source"] == "override"
+        assert answered_by(client.post("/v2/models/scorer/infer", json=body())) == 2
+    with serve(repo, control_api=True) as srv, httpx.Client(base_url=srv.http_url) as client:
+        assert client.get("/v2/models/scorer/traffic").json()["source"] == "override"
+        assert answered_by(client.post("/v2/models/scorer/infer", json=body())) == 2
+        cleared = client.request("DELETE", "/v2/models/scorer/traffic", json={"reason": "done", "actor": "ann"})
+        assert cleared.status_code == 200 and cleared.json()["source"] == "config"
+        assert answered_by(client.post("/v2/models/scorer/infer", json=body())) == 1
+    with RegistryStore(default_url(repo)) as store:
+        audited = [(e.action, e.actor, e.reason) for e in store.history("scorer") if e.action == "traffic"]
+    assert audited == [("traffic", "ann", "try two"), ("traffic", "ann", "done")]

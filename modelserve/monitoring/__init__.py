@@ -1,0 +1,1 @@
+"""Monitoring: reference profiles, drift and outlier detection on live traffic, explanations."""

@@ -42,6 +42,7 @@ class AuditAction(enum.StrEnum):
     TRAFFIC = "traffic"
     CANARY_STEP = "canary_step"
     CANARY_ROLLBACK = "canary_rollback"
+    PROFILE = "profile"  # a reference profile stored for a version (drift and outlier detection)
 
 
 # the actions RegistryStore.record accepts; the others are written by the operation they describe
@@ -114,6 +115,19 @@ class ModelSummary:
     latest_version: int | None
     production: int | None
     staging: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileRecord:
+    """A model version's reference profile (modelserve/monitoring/profile.py's document), what it
+    was built from (``source``: a data file's name, say), and who stored it when."""
+
+    model: str
+    version: int
+    profile: dict[str, Any]
+    source: str
+    created_at: datetime
+    created_by: str
 
 
 @dataclass(frozen=True, slots=True)

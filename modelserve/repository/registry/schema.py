@@ -135,6 +135,20 @@ class RoutingRow(Base):
     updated_by: Mapped[str] = mapped_column(Text)
 
 
+class ProfileRow(Base):
+    """A model version's reference profile for drift and outlier detection (migration 0004)."""
+
+    __tablename__ = "profiles"
+
+    # no foreign key: a served model need not be registered
+    model: Mapped[str] = mapped_column(String(128), primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    profile: Mapped[dict[str, Any]]
+    source: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(Text)
+
+
 class PayloadRow(Base):
     """One payload log entry (migration 0003); ``payloads.py`` writes, prunes and reads them."""
 

@@ -45,11 +45,12 @@ from modelserve.repository.registry.records import (
     AuditAction,
     AuditEntry,
     ModelSummary,
+    ProfileRecord,
     RegisteredVersion,
     RoutingRecord,
     Stage,
 )
-from modelserve.repository.registry.schema import AuditRow, ModelRow, RoutingRow, VersionRow
+from modelserve.repository.registry.schema import AuditRow, ModelRow, ProfileRow, RoutingRow, VersionRow
 
 
 class RegistryStore:
@@ -271,7 +272,42 @@ class RegistryStore:
             values = {"model": name, "policy": None, "state": saved, "updated_at": datetime.now(UTC), "updated_by": ""}
             rows.upsert_routing(session, values, update=("state",))
 
+    def set_profile(
+        self, name: str, version: int, profile: dict[str, Any], *, actor: str, source: str = ""
+    ) -> ProfileRecord:
+        """Store the reference profile of ``name`` version ``version`` (replacing any), and append a
+        ``profile`` audit row, in one transaction. The version need not be registered."""
+        name = check.model_name(name)
+        number = check.version_number(version, name)
+        document = check.json_object("profile", profile)
+        actor, source = check.text("actor", actor, required=True), check.text("source", source, required=False)
+        with self._transaction(f"store the profile of model {name!r} version {number}", write=True) as session:
+            now = datetime.now(UTC)
+            row = session.get(ProfileRow, (name, number))
+            if row is None:
+                row = ProfileRow(model=name, version=number)
+                session.add(row)
+            row.profile, row.source, row.created_at, row.created_by = document, source, now, actor
+            details = {"source": source, "features": len(document.get("features", []))}
+            rows.audit(session, now, actor, AuditAction.PROFILE, name, number, "", details=details)
+            session.flush()
+            return _profile_record(row)
+
     # -- reads --------------------------------------------------------------------------------
+
+    def profile(self, name: str, version: int) -> ProfileRecord | None:
+        """The reference profile of ``name`` version ``version``, None if none was stored."""
+        name = check.model_name(name)
+        number = check.version_number(version, name)
+        with self._transaction(f"read the profile of model {name!r} version {number}") as session:
+            row = session.get(ProfileRow, (name, number))
+            return None if row is None else _profile_record(row)
+
+    def profiled(self) -> dict[tuple[str, int], datetime]:
+        """When each stored profile was written, by (model, version): cheap to poll."""
+        with self._transaction("list profiles") as session:
+            query = select(ProfileRow.model, ProfileRow.version, ProfileRow.created_at)
+            return {(model, version): at for model, version, at in session.execute(query)}
 
     def routing(self, name: str) -> RoutingRecord | None:
         """The policy override and router state of model ``name``; None if neither was ever saved."""
@@ -371,3 +407,14 @@ def _database_errors(operation: str) -> Iterator[None]:
         lines = str(cause).strip().splitlines()
         problem = lines[0] if lines else type(cause).__name__
         raise RegistryError(f"{operation}: database error: {problem}") from exc
+
+
+def _profile_record(row: ProfileRow) -> ProfileRecord:
+    return ProfileRecord(
+        model=row.model,
+        version=row.version,
+        profile=dict(row.profile),
+        source=row.source,
+        created_at=row.created_at,
+        created_by=row.created_by,
+    )

@@ -10,6 +10,7 @@ from modelserve.core.catalog import Catalog, ManifestCatalog, PolicyCatalog, Reg
 from modelserve.core.manager import ModelManager
 from modelserve.core.pool import Pool
 from modelserve.core.residency import Residency
+from modelserve.monitoring.service import Monitoring
 from modelserve.protocol.v2 import rest
 from modelserve.repository.registry import REGISTRY_DIR, RegistryStore, Stage, default_url
 from modelserve.repository.registry.payloads import PayloadTable
@@ -17,6 +18,7 @@ from modelserve.routing.graph import GraphComposer
 from modelserve.routing.router import Router
 from modelserve.server.grpc.service import GrpcService
 from modelserve.server.http.app import HttpApp
+from modelserve.server.http.monitoring import MonitoringEndpoints
 from modelserve.server.http.repository import RepositoryEndpoints
 from modelserve.server.http.tfserving import TfServingEndpoints
 from modelserve.server.http.traffic import TrafficEndpoints
@@ -42,7 +44,7 @@ def build_server(config: ServerConfig) -> Server:
         pool,
         config.repository,
         config.trust_code,
-        decode_sample=_decode_sample,
+        decode_sample=decode_sample,
         catalog=build_catalog(config, registry),
         residency=residency,
         record_stats=config.metrics,
@@ -53,11 +55,13 @@ def build_server(config: ServerConfig) -> Server:
     metrics = Metrics(manager, Path(config.stats_dir) if config.stats_dir else None)
     tracing = Tracing() if config.tracing else None
     sink = payload_sink(config)
-    observer = Observer(manager, config.access_log, tracing, sink)
+    monitoring = Monitoring(manager, routing_store(config, registry))
+    observer = Observer(manager, config.access_log, tracing, sink, monitoring)
     routes = (
         metrics.routes()
         + V2Endpoints(manager, observer, router).routes()
         + TrafficEndpoints(router, config.control_api).routes()
+        + MonitoringEndpoints(monitoring).routes()
         + RepositoryEndpoints(manager, config.control_api).routes()
         + TfServingEndpoints(manager, observer, router).routes()
     )
@@ -66,6 +70,8 @@ def build_server(config: ServerConfig) -> Server:
     server.tracing = tracing
     server.router = router
     metrics.router = router
+    server.monitoring = monitoring
+    metrics.monitoring = monitoring
     server.payloads = sink
     metrics.payloads = sink
     return server
@@ -124,6 +130,6 @@ def routing_store(config: ServerConfig, registry: RegistryStore | None) -> Calla
     return open_store
 
 
-def _decode_sample(body: bytes) -> InferRequest:
+def decode_sample(body: bytes) -> InferRequest:
     """Warmup files are v2 REST inference request bodies (JSON, no binary tensors)."""
     return rest.decode_infer_request(body, None)

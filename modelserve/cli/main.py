@@ -12,6 +12,7 @@ import click
 from modelserve import __version__
 from modelserve.bootstrap import build_server
 from modelserve.cli.logs import logs as logs_command
+from modelserve.cli.monitor import monitor
 from modelserve.cli.registry import registry
 from modelserve.cli.traffic import traffic
 from modelserve.config.server import ServerConfig
@@ -212,3 +213,4 @@ def _run(coro: object) -> None:
 main.add_command(registry)
 main.add_command(traffic)
 main.add_command(logs_command)
+main.add_command(monitor)

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 import yaml
 
+from modelserve.config.monitoring import MonitoringConfig, parse_monitoring
 from modelserve.config.traffic import TrafficPolicy, parse_traffic
 from modelserve.errors import ConfigError
 from modelserve.types import DATATYPES, VERSION_LABEL
@@ -111,6 +112,8 @@ class ModelConfig:
     device: str = "cpu"  # "cpu", or "cuda" / "cuda:N" for the runtimes that can use a GPU (onnx, torch, xgboost)
     metadata: Mapping[str, Any] = field(default_factory=dict)
     parameters: Mapping[str, Any] = field(default_factory=dict)  # runtime-specific options
+    # drift and outlier detection (config/monitoring.py); frozen, so one shared default is safe
+    monitoring: MonitoringConfig = MonitoringConfig()  # noqa: RUF009
     traffic: TrafficPolicy | None = None  # A/B split, bandit, canary, shadow (config/traffic.py); None: no routing
 
 
@@ -119,7 +122,7 @@ DEFAULT = ModelConfig()
 _KEYS = {
     "runtime", "artifact", "signature", "default_version", "version_policy", "version_labels", "warmup",
     "batching", "instances", "processes", "cache", "payload_log", "device", "trusted",
-    "trusted_types", "threads", "metadata", "parameters", "traffic",
+    "trusted_types", "threads", "metadata", "parameters", "traffic", "monitoring",
 }  # fmt: skip
 
 
@@ -158,6 +161,7 @@ def parse_model_config(raw: object, where: str) -> ModelConfig:
         device=_device(doc.get("device", "cpu"), where),
         metadata=_json_mapping(doc.get("metadata", {}), where, "metadata"),
         parameters=dict(_mapping(doc.get("parameters", {}), where, "parameters")),
+        monitoring=parse_monitoring(doc.get("monitoring"), where),
         traffic=parse_traffic(doc["traffic"], where) if doc.get("traffic") is not None else None,
     )
 

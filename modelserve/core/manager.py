@@ -21,6 +21,7 @@ from typing import Any, cast
 
 import numpy as np
 
+from modelserve.config.model import DEFAULT as DEFAULT_CONFIG
 from modelserve.config.model import ModelConfig, PayloadLog, load_model_config
 from modelserve.core import residency, warmup
 from modelserve.core.batching import Batcher, BatchPolicy, phases
@@ -821,8 +822,13 @@ def _batchable(signature: Signature) -> bool:
 
 
 def _same_load_config(a: ModelConfig, b: ModelConfig) -> bool:
-    """Whether a version loaded under config ``a`` can serve under ``b``: labels and traffic only route."""
-    return replace(a, version_labels={}, traffic=None) == replace(b, version_labels={}, traffic=None)
+    """Whether a version loaded under config ``a`` can serve under ``b``: labels and traffic only
+    route, and monitoring only watches."""
+
+    def loaded(config: ModelConfig) -> ModelConfig:
+        return replace(config, version_labels={}, traffic=None, monitoring=DEFAULT_CONFIG.monitoring)
+
+    return loaded(a) == loaded(b)
 
 
 def _reason(model: Model, mv: ModelVersion) -> str:

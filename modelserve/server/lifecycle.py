@@ -23,6 +23,7 @@ from modelserve.config.server import ServerConfig
 from modelserve.core.manager import ModelManager
 from modelserve.core.pool import Pool
 from modelserve.core.watcher import RepositoryWatcher
+from modelserve.monitoring.service import Monitoring
 from modelserve.routing.router import Router
 from modelserve.server.http.app import HttpApp
 from modelserve.server.metrics import Metrics
@@ -60,6 +61,7 @@ class Server:
         self.tracing: Tracing | None = None  # set by bootstrap; flushed at stop
         self.payloads: PayloadSink | None = None  # set by bootstrap; drained at stop
         self.router: Router | None = None  # set by bootstrap; started once the models are loaded
+        self.monitoring: Monitoring | None = None  # set by bootstrap; started once the models are loaded
         self.http_port = 0
 
     @property
@@ -132,6 +134,8 @@ class Server:
         await loading
         if self.router is not None:
             await self.router.start()  # the traffic policies of the models just loaded
+        if self.monitoring is not None:
+            await self.monitoring.start()  # the reference profiles of the versions just loaded
         # Loaded libraries leave ~10^5 long-lived objects; a full collection walking them all took
         # ~90 ms here, the p99 of every request it interrupts. Freezing moves them out of the
         # collector's way; garbage made while serving is still collected.
@@ -184,6 +188,8 @@ class Server:
             await self._loading
         if self.router is not None:
             await self.router.stop()  # saves what the bandits learnt
+        if self.monitoring is not None:
+            await self.monitoring.stop()
         await self.manager.shutdown()
         self.pool.shutdown()
         self.manager.catalog.close()  # the registry's database connections

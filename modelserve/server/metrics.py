@@ -13,7 +13,8 @@ Metrics (all per model and version unless said otherwise):
 - per server: ``modelserve_model_versions{state}``, ``modelserve_model_load_duration_seconds{model}``,
   ``modelserve_model_load_failures_total{model}``, ``modelserve_worker_restarts_total{model}``
   (worker processes of ``processes: N`` models), and prometheus-client's ``process_*`` (CPU, memory);
-- traffic policies and inference graphs: see server/routing_metrics.py.
+- traffic policies and inference graphs: see server/routing_metrics.py; drift and outliers:
+  server/monitoring_metrics.py.
 
 Several server processes (``serve --workers N``): each worker writes its figures to a file in the
 directory the supervisor gives it (``MODELSERVE_STATS_DIR``) every second, and a scrape of any
@@ -40,9 +41,11 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from modelserve.core.manager import ModelManager
 from modelserve.core.stats import Histogram, ServerStats, VersionStats
 from modelserve.errors import ModelNotFound
+from modelserve.monitoring.service import Monitoring
 from modelserve.protocol.v2.rest import dumps
 from modelserve.routing.router import Router
 from modelserve.server.http.app import JSON, Reply, Request, Route, parse_version
+from modelserve.server.monitoring_metrics import monitoring_families
 from modelserve.server.routing_metrics import routing_families
 from modelserve.telemetry.payloads import PayloadSink
 from modelserve.types import ModelState
@@ -58,6 +61,7 @@ class Metrics:
         self._stats_dir = stats_dir
         self.payloads: PayloadSink | None = None  # the payload log, whose entries are counted
         self.router: Router | None = None  # traffic policies, whose figures are exported too
+        self.monitoring: Monitoring | None = None  # drift and outlier monitoring, likewise
         self._registry = CollectorRegistry(auto_describe=False)
         self._registry.register(_Collector(self))
         ProcessCollector(registry=self._registry)
@@ -206,6 +210,7 @@ class _Collector:
                 entries.add_metric([result], getattr(sink.counts, result))
             yield entries
         yield from routing_families(self._metrics.router, self._metrics._manager)
+        yield from monitoring_families(self._metrics.monitoring)
 
 
 def _histograms(name: str, documentation: str, labels: list[str]) -> HistogramMetricFamily:

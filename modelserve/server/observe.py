@@ -19,6 +19,7 @@ from modelserve.core.batching import batch_rows, phases
 from modelserve.core.manager import Handle, ModelManager
 from modelserve.core.stats import VersionStats
 from modelserve.errors import ModelServeError
+from modelserve.monitoring.service import Monitoring
 from modelserve.protocol.status import grpc_status, http_status
 from modelserve.routing.graph import node_timings
 from modelserve.telemetry import logs, payloads
@@ -41,11 +42,13 @@ class Observer:
         access_log: bool,
         tracing: Tracing | None = None,
         payloads: PayloadSink | None = None,
+        monitoring: Monitoring | None = None,
     ) -> None:
         self.manager = manager
         self.access_log = access_log
         self.tracing = tracing
         self.payloads = payloads
+        self.monitoring = monitoring
 
     def start(
         self,
@@ -112,7 +115,11 @@ class Observed:
         return tracing.tracer.start_as_current_span(name)
 
     def payload(self, handle: Handle, request: InferRequest, response: InferResponse) -> None:
-        """Hand the request and its answer to the payload log, if the model asks for it (sampled)."""
+        """Hand the request and its answer to drift monitoring (a profiled version) and to the
+        payload log (if the model asks for it, sampled)."""
+        monitoring = self._observer.monitoring
+        if monitoring is not None:
+            monitoring.observe(response.model_name, handle.version, request, response)
         settings = handle.payload_log
         sink = self._observer.payloads
         if sink is None or not settings.enabled or not payloads.sampled(settings.sample):

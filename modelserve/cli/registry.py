@@ -148,6 +148,12 @@ def inspect_in_child(path: Path, name: str, config: str | None, *, trust_code: b
     help="config.yaml for a model registered for the first time.",
 )
 @click.option("--trust-code", is_flag=True, help="Allow a model given as Python code (model.py) to be loaded.")
+@click.option(
+    "--profile-data",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    default=None,
+    help="Training data (.parquet, .csv, .jsonl): store the version's reference profile for drift monitoring.",
+)
 @click.option("--reason", default="", help="Why, for the audit log.")
 @click.pass_obj
 def register_command(
@@ -161,6 +167,7 @@ def register_command(
     sample_input: Path | None,
     config_file: Path | None,
     trust_code: bool,
+    profile_data: Path | None,
     reason: str,
 ) -> None:
     """Validate ARTIFACT (a file or a version directory) and register it as a new version of --name."""
@@ -190,7 +197,31 @@ def register_command(
         click.echo(f"warning: {warning}", err=True)
     record = done.version
     click.echo(f"registered {record.model} version {record.version} ({record.format}) at {done.path}; stage none")
+    if profile_data is not None:
+        _profile(ctx, record, done.path, profile_data, trust_code)
     click.echo(f"promote it with: modelserve registry promote {record.model} {record.version} --to production")
+
+
+def _profile(ctx: Context, record: RegisteredVersion, path: Path, data: Path, trust_code: bool) -> None:
+    """Store the reference profile of a version just registered (the registration stands if this fails)."""
+    from modelserve.bootstrap import decode_sample
+    from modelserve.config.model import parse_model_config
+    from modelserve.monitoring.profiling import profile_version, read_table
+
+    label = f"{record.model!r} version {record.version}"
+    try:
+        config = parse_model_config((yaml.safe_load(record.config) if record.config else None) or {}, "config.yaml")
+        built = profile_version(
+            path, label, config, read_table(data), trust_code=trust_code, decode_sample=decode_sample
+        )
+        with _store(ctx) as store:
+            store.set_profile(record.model, record.version, built.to_dict(), actor=ctx.actor, source=data.name)
+    except ModelServeError as exc:
+        raise click.ClickException(
+            f"{label} is registered, but its profile was not stored: {exc.message}; retry with "
+            f"modelserve monitor profile --model {record.model} --version {record.version} --data {data}"
+        ) from None
+    click.echo(f"stored the reference profile of {label} ({built.rows} rows of {data.name})")
 
 
 @registry.command()

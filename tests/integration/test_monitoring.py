@@ -134,3 +134,22 @@ def test_outlier_scores_flag_injected_outliers_on_request(repo: Path) -> None:
     )
     assert "outlier_score" not in plain[0].get("parameters", {})
     assert counted >= 5  # every row is scored in the background too
+
+
+def test_registering_with_training_data_stores_the_profile(tmp_path: Path, repo: Path) -> None:
+    target = tmp_path / "registered"
+    target.mkdir()
+    result = CliRunner().invoke(
+        main,
+        [
+            "registry", "-r", str(target), "--actor", "ann@ci", "register", str(repo / "scorer" / "1" / "model.skops"),
+            "--name", "scorer", "--profile-data", str(repo / "train.parquet"),
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "stored the reference profile of 'scorer' version 1 (5000 rows of train.parquet)" in result.output
+    with RegistryStore(default_url(target)) as store:
+        record = store.profile("scorer", 1)
+        audit = [(e.action, e.actor) for e in store.history("scorer")]
+    assert record is not None and record.profile["rows"] == 5000
+    assert audit == [("register", "ann@ci"), ("profile", "ann@ci")]

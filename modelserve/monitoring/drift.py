@@ -367,6 +367,14 @@ def _classifier_test(stats: Any, reference: np.ndarray, window: np.ndarray, seed
     return float(test.statistic) / (len(drifted) * len(held)), float(test.pvalue)
 
 
+def preload() -> None:
+    """Import what a check needs now (a second or two, holding the GIL), so that the first check
+    does not stall the server under traffic. Raises ConfigError when the extra is missing."""
+    for name in ("scipy.stats", "sklearn.linear_model", "sklearn.model_selection", "sklearn.pipeline",
+                 "sklearn.preprocessing"):  # fmt: skip
+        _module(name)
+
+
 def _module(name: str) -> Any:
     try:
         return importlib.import_module(name)

@@ -215,12 +215,13 @@ class Monitoring:
         self._watches = watches
 
     def _build(self, store: ProfileStore, key: Key, config: ModelConfig, written: datetime) -> Watch | None:
-        from modelserve.monitoring.drift import DriftDetector, DriftSettings
+        from modelserve.monitoring.drift import DriftDetector, DriftSettings, preload
         from modelserve.monitoring.outliers import OutlierScorer
         from modelserve.monitoring.profile import Profile
 
         model, version = key
         try:
+            preload()  # scipy and scikit-learn now, not in the first check under traffic
             record = store.profile(model, version)
             if record is None:
                 return None

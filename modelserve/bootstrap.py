@@ -10,6 +10,7 @@ from modelserve.core.catalog import Catalog, ManifestCatalog, PolicyCatalog, Reg
 from modelserve.core.manager import ModelManager
 from modelserve.core.pool import Pool
 from modelserve.core.residency import Residency
+from modelserve.monitoring.explain import Explainer
 from modelserve.monitoring.service import Monitoring
 from modelserve.protocol.v2 import rest
 from modelserve.repository.registry import REGISTRY_DIR, RegistryStore, Stage, default_url
@@ -18,6 +19,7 @@ from modelserve.routing.graph import GraphComposer
 from modelserve.routing.router import Router
 from modelserve.server.grpc.service import GrpcService
 from modelserve.server.http.app import HttpApp
+from modelserve.server.http.explain import ExplainEndpoints
 from modelserve.server.http.monitoring import MonitoringEndpoints
 from modelserve.server.http.repository import RepositoryEndpoints
 from modelserve.server.http.tfserving import TfServingEndpoints
@@ -63,6 +65,7 @@ def build_server(config: ServerConfig) -> Server:
         + TrafficEndpoints(router, config.control_api).routes()
         + MonitoringEndpoints(monitoring).routes()
         + RepositoryEndpoints(manager, config.control_api).routes()
+        + ExplainEndpoints(Explainer(manager)).routes()  # :explain, ahead of the TF Serving routes
         + TfServingEndpoints(manager, observer, router).routes()
     )
     grpc_handler = GrpcService(manager, config.control_api, observer, metrics, router).handler()

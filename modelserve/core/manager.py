@@ -216,6 +216,28 @@ class Handle:
         """Every public signature by name, the default (``metadata.signature``) first."""
         return self._mv.signatures
 
+    def feeds(self, request: InferRequest) -> dict[str, np.ndarray]:
+        """The request's inputs checked as :meth:`infer` checks them (against the signature that
+        the parameter ``signature_name`` picks), native-named and cast for the runtime; nothing
+        runs. Raises InvalidInput naming the input and the problem."""
+        mv = self._mv
+        plan = mv.plan
+        if request.parameters and "signature_name" in request.parameters:
+            plan, _ = mv.select(request.parameters["signature_name"])
+        assert plan is not None
+        return plan.inputs(request)
+
+    def native_model(self) -> Any:
+        """The ML library's own model behind this version, for tools that read its structure
+        (shap's TreeExplainer walks a tree ensemble); None when the runtime offers none.
+
+        ``native_model()`` is an optional runtime method (the scikit-learn, XGBoost and LightGBM
+        runtimes have it; ONNX, code and graph versions do not). What it returns may be the object
+        that serves, so treat it as read-only; a runtime whose model is unsafe to use from another
+        thread returns a private copy, so this may block while it copies."""
+        native = getattr(self._mv.runtime, "native_model", None)
+        return native() if callable(native) else None
+
     async def infer(self, request: InferRequest, deadline: float | None = None) -> InferResponse:
         """Validate, run in the pool, shape the response.
 

@@ -125,6 +125,16 @@ class LightGBMRuntime:
         probabilities = np.column_stack([1 - raw, raw]) if raw.ndim == 1 else raw
         return {LABEL: probabilities.argmax(axis=1).astype(np.int64), PROBABILITIES: probabilities}
 
+    def native_model(self) -> Any:
+        """A private copy of the Booster, for explainers (shap's TreeExplainer asks it for
+        contributions): the serving one must not be called outside the lock (see Thread safety
+        above). Blocks while it copies (a text round trip)."""
+        import lightgbm as lgb
+
+        with self._lock:
+            text = self.model.model_to_string()
+        return lgb.Booster(model_str=text)
+
     def unload(self) -> None:
         self.model = None
 

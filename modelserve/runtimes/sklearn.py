@@ -69,6 +69,11 @@ class SklearnRuntime:
             result[LABEL] = np.asarray(self.model.predict(x))
         return result
 
+    def native_model(self) -> Any:
+        """The estimator itself, for explainers that read its trees (shap's TreeExplainer);
+        shared with predict, which only reads it too."""
+        return self.model
+
     def unload(self) -> None:
         self.model = None
 

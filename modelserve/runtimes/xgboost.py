@@ -123,6 +123,11 @@ class XGBoostRuntime:
         probabilities = np.column_stack([1 - raw[:, 0], raw[:, 0]]) if self._columns == 1 else raw
         return {LABEL: probabilities.argmax(axis=1).astype(np.int64), PROBABILITIES: probabilities}
 
+    def native_model(self) -> Any:
+        """The Booster itself, for explainers (shap's TreeExplainer asks it for contributions):
+        XGBoost's prediction is thread-safe for the tree boosters served here (see above)."""
+        return self.model
+
     def unload(self) -> None:
         self.model = None
 

@@ -65,7 +65,9 @@ def build_server(config: ServerConfig) -> Server:
         + TrafficEndpoints(router, config.control_api).routes()
         + MonitoringEndpoints(monitoring).routes()
         + RepositoryEndpoints(manager, config.control_api).routes()
-        + ExplainEndpoints(Explainer(manager)).routes()  # :explain, ahead of the TF Serving routes
+        + ExplainEndpoints(
+            Explainer(manager, background=monitoring.background)
+        ).routes()  # :explain, ahead of the TF Serving routes
         + TfServingEndpoints(manager, observer, router).routes()
     )
     grpc_handler = GrpcService(manager, config.control_api, observer, metrics, router).handler()

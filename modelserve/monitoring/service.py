@@ -154,6 +154,29 @@ class Monitoring:
             "report": watch.report,
         }
 
+    def background(self, model: str, version: int) -> np.ndarray | None:
+        """The version's reference rows, as its one 2-D input takes them: the background of
+        model-agnostic explanations (monitoring/explain.py). None without a stored profile, or when
+        the profile cannot give whole rows (several inputs, or a column profiled as categorical).
+        Blocks (reads the registry database): call it from a worker thread."""
+        from modelserve.monitoring.profile import Profile
+
+        store = self._store
+        if store is None and self._open_store is not None:
+            store = self._store = self._open_store(False)
+        record = None if store is None else store.profile(model, version)
+        if record is None:
+            return None
+        profile = Profile.from_dict(record.profile)
+        features = profile.inputs
+        whole = (
+            profile.multivariate is not None
+            and len(profile.input_names) == 1
+            and all(f.kind == "numeric" for f in features)
+            and [f.column for f in features] == list(range(len(features)))
+        )
+        return np.asarray(profile.multivariate.reference, dtype=np.float64) if whole else None  # type: ignore[union-attr]
+
     def snapshot(self) -> list[Watch]:
         """The watched versions, for metrics."""
         return list(self._watches.values())

@@ -153,3 +153,24 @@ def test_registering_with_training_data_stores_the_profile(tmp_path: Path, repo:
         audit = [(e.action, e.actor) for e in store.history("scorer")]
     assert record is not None and record.profile["rows"] == 5000
     assert audit == [("register", "ann@ci"), ("profile", "ann@ci")]
+
+
+def test_a_profiled_model_is_explained_against_its_reference_rows(repo: Path) -> None:
+    x = rows(np.random.default_rng(3), 2)
+    body = {
+        "inputs": [{"name": "input", "datatype": "FP64", "shape": [2, 4], "data": x.ravel().tolist()}],
+        "parameters": {"output": "probabilities"},
+    }
+    with testing.run(repo) as srv, httpx.Client(base_url=srv.http_url, timeout=60) as client:
+        explained = client.post("/v2/models/scorer/explain", json=body)
+        served = client.post("/v2/models/scorer/infer", json={"inputs": body["inputs"]})
+    assert explained.status_code == 200, explained.text
+    doc = explained.json()
+    assert doc["explainer"] == "exact" and doc["features"] == ["input[0]", "input[1]", "input[2]", "input[3]"]
+    probabilities = np.array(next(o for o in served.json()["outputs"] if o["name"] == "probabilities")["data"])
+    attributions = np.array(doc["attributions"])  # [rows][classes][features]
+    np.testing.assert_allclose(
+        np.array(doc["base_values"]) + attributions.sum(axis=2), probabilities.reshape(2, -1), rtol=1e-6, atol=1e-9
+    )
+    # the model reads features a and c only through their sum: b and d get (nearly) nothing
+    assert np.abs(attributions[:, :, [1, 3]]).max() < 0.05 * np.abs(attributions[:, :, [0, 2]]).max()

@@ -70,7 +70,7 @@ class Watch:
     version: int
     detector: Any  # monitoring.drift.DriftDetector
     scorer: Any  # monitoring.outliers.OutlierScorer; None without numeric features
-    quantile: float
+    threshold: float  # the outlier distance: the reference rows' own at the configured quantile
     min_interval_s: float  # between two checks
     written: datetime  # when its profile was stored: a newer one replaces this watch
     report: dict[str, Any] | None = None  # the last check's DriftReport.to_dict()
@@ -128,7 +128,7 @@ class Monitoring:
         if len(scores):
             top = float(np.max(scores))
             response.parameters[OUTLIER_PARAMETER] = top
-            response.parameters["outlier"] = bool(top > watch.scorer.threshold(watch.quantile))
+            response.parameters["outlier"] = bool(top > watch.threshold)
 
     # -- status ----------------------------------------------------------------------------
 
@@ -266,7 +266,8 @@ class Monitoring:
             return None
         log.info("monitoring model %r version %s against its reference profile (%s)", model, version, record.source)
         monitoring = config.monitoring
-        watch = Watch(model, version, detector, scorer, monitoring.outlier_quantile, monitoring.min_interval_s, written)
+        threshold = scorer.threshold(monitoring.outlier_quantile) if scorer is not None else float("inf")
+        watch = Watch(model, version, detector, scorer, threshold, monitoring.min_interval_s, written)
         watch.extra["config"] = config
         return watch
 

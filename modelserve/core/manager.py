@@ -718,16 +718,8 @@ class ModelManager:
             runtime, metadata, plans = await self._pool.load(
                 _load_blocking, mv, config, self._trust_code, self._decode_sample
             )
-        except LoadError as exc:
-            self._fail(mv, exc.message)
-            self.stats.loaded(mv.model, time.perf_counter() - started, ok=False)
-            await self._record("load_failed", mv)
-            return
         except Exception as exc:
-            log.exception("model %s failed to load", mv.label)
-            self._fail(mv, f"unexpected {type(exc).__name__} while loading: {exc}")
-            self.stats.loaded(mv.model, time.perf_counter() - started, ok=False)
-            await self._record("load_failed", mv)
+            await self._load_failed(mv, started, exc)
             return
         self.stats.loaded(mv.model, time.perf_counter() - started, ok=True)
         mv.stats = self.stats.version(mv.model, str(mv.version)) if self._record_stats else None
@@ -752,16 +744,8 @@ class ModelManager:
                 raise LoadError(f"{mv.path / GRAPH_FILE}: this server does not serve inference graphs")
             composite = await self.composer(mv.model, mv.path)
             plan = Plan(mv.label, adapt(composite.signature, config.signature))
-        except LoadError as exc:
-            self._fail(mv, exc.message)
-            self.stats.loaded(mv.model, time.perf_counter() - started, ok=False)
-            await self._record("load_failed", mv)
-            return
         except Exception as exc:
-            log.exception("graph %s failed to load", mv.label)
-            self._fail(mv, f"unexpected {type(exc).__name__} while loading the graph: {exc}")
-            self.stats.loaded(mv.model, time.perf_counter() - started, ok=False)
-            await self._record("load_failed", mv)
+            await self._load_failed(mv, started, exc)
             return
         self.stats.loaded(mv.model, time.perf_counter() - started, ok=True)
         mv.stats = self.stats.version(mv.model, str(mv.version)) if self._record_stats else None
@@ -775,6 +759,18 @@ class ModelManager:
         mv.state = ModelState.READY
         log.info("graph %s READY in %.3f s", mv.label, time.perf_counter() - started)
         await self._record("load", mv)
+
+    async def _load_failed(self, mv: ModelVersion, started: float, exc: Exception) -> None:
+        """``mv`` did not load: FAILED with the reason (a LoadError's message; anything else is our
+        bug, logged with its traceback), counted, and told to the catalog."""
+        if isinstance(exc, LoadError):
+            reason = exc.message
+        else:
+            log.error("model %s failed to load", mv.label, exc_info=exc)
+            reason = f"unexpected {type(exc).__name__} while loading: {exc}"
+        self._fail(mv, reason)
+        self.stats.loaded(mv.model, time.perf_counter() - started, ok=False)
+        await self._record("load_failed", mv)
 
     async def _make_room(self, incoming: ModelVersion, needed: int) -> None:
         """Put least recently used versions of other models to sleep until ``needed`` more bytes

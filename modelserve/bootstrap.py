@@ -17,6 +17,7 @@ from modelserve.repository.registry import REGISTRY_DIR, RegistryStore, Stage, d
 from modelserve.repository.registry.payloads import PayloadTable
 from modelserve.routing.graph import GraphComposer
 from modelserve.routing.router import Router
+from modelserve.server.dashboard import Audit, Dashboard, Roles, Sampler, Views
 from modelserve.server.grpc.service import GrpcService
 from modelserve.server.http.app import HttpApp
 from modelserve.server.http.explain import ExplainEndpoints
@@ -59,6 +60,7 @@ def build_server(config: ServerConfig) -> Server:
     sink = payload_sink(config)
     monitoring = Monitoring(manager, routing_store(config, registry))
     observer = Observer(manager, config.access_log, tracing, sink, monitoring)
+    dashboard = build_dashboard(config, manager, router, monitoring, registry)
     routes = (
         metrics.routes()
         + V2Endpoints(manager, observer, router).routes()
@@ -69,6 +71,7 @@ def build_server(config: ServerConfig) -> Server:
             Explainer(manager, background=monitoring.background)
         ).routes()  # :explain, ahead of the TF Serving routes
         + TfServingEndpoints(manager, observer, router).routes()
+        + dashboard.routes()
     )
     grpc_handler = GrpcService(manager, config.control_api, observer, metrics, router).handler()
     server = Server(config, manager, pool, HttpApp(routes, config.max_request_bytes), grpc_handler, metrics)
@@ -79,7 +82,19 @@ def build_server(config: ServerConfig) -> Server:
     metrics.monitoring = monitoring
     server.payloads = sink
     metrics.payloads = sink
+    server.dashboard = dashboard
     return server
+
+
+def build_dashboard(
+    config: ServerConfig, manager: ModelManager, router: Router, monitoring: Monitoring, registry: RegistryStore | None
+) -> Dashboard:
+    """The web dashboard at /ui: reads the registry the server serves from (when it does) and
+    audits its actions where traffic overrides are kept."""
+    sampler = Sampler(lambda: ((model, stats) for (model, _), stats in manager.stats.versions.items()))
+    views = Views(manager, router, monitoring, sampler, registry)
+    audit = Audit(routing_store(config, registry), owned=registry is None)
+    return Dashboard(manager, router, views, sampler, Roles(config.control_api), audit)
 
 
 def payload_directory(repository: Path, configured: str | Path | None = None) -> Path:

@@ -25,6 +25,7 @@ from modelserve.core.pool import Pool
 from modelserve.core.watcher import RepositoryWatcher
 from modelserve.monitoring.service import Monitoring
 from modelserve.routing.router import Router
+from modelserve.server.dashboard import Dashboard
 from modelserve.server.http.app import HttpApp
 from modelserve.server.metrics import Metrics
 from modelserve.telemetry.payloads import PayloadSink
@@ -62,6 +63,7 @@ class Server:
         self.payloads: PayloadSink | None = None  # set by bootstrap; drained at stop
         self.router: Router | None = None  # set by bootstrap; started once the models are loaded
         self.monitoring: Monitoring | None = None  # set by bootstrap; started once the models are loaded
+        self.dashboard: Dashboard | None = None  # set by bootstrap; its sampler and audit store stop with it
         self.http_port = 0
 
     @property
@@ -190,6 +192,8 @@ class Server:
             await self.router.stop()  # saves what the bandits learnt
         if self.monitoring is not None:
             await self.monitoring.stop()
+        if self.dashboard is not None:
+            await self.dashboard.stop()
         await self.manager.shutdown()
         self.pool.shutdown()
         self.manager.catalog.close()  # the registry's database connections

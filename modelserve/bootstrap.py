@@ -22,6 +22,7 @@ from modelserve.server.grpc.service import GrpcService
 from modelserve.server.http.app import HttpApp
 from modelserve.server.http.explain import ExplainEndpoints
 from modelserve.server.http.monitoring import MonitoringEndpoints
+from modelserve.server.http.precomputed import PrecomputedEndpoints
 from modelserve.server.http.repository import RepositoryEndpoints
 from modelserve.server.http.tfserving import TfServingEndpoints
 from modelserve.server.http.traffic import TrafficEndpoints
@@ -70,6 +71,7 @@ def build_server(config: ServerConfig) -> Server:
         + ExplainEndpoints(
             Explainer(manager, background=monitoring.background)
         ).routes()  # :explain, ahead of the TF Serving routes
+        + PrecomputedEndpoints(observer, router).routes()
         + TfServingEndpoints(manager, observer, router).routes()
         + dashboard.routes()
     )

@@ -13,6 +13,7 @@ from modelserve import __version__
 from modelserve.bootstrap import build_server
 from modelserve.cli.logs import logs as logs_command
 from modelserve.cli.monitor import monitor
+from modelserve.cli.precompute import precompute_command
 from modelserve.cli.registry import registry
 from modelserve.cli.traffic import traffic
 from modelserve.config.server import ServerConfig
@@ -214,3 +215,4 @@ main.add_command(registry)
 main.add_command(traffic)
 main.add_command(logs_command)
 main.add_command(monitor)
+main.add_command(precompute_command)

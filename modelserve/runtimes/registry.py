@@ -40,6 +40,7 @@ RUNTIMES: Mapping[str, RuntimeEntry] = {
             "tensorflow", "modelserve.runtimes.tensorflow:TensorFlowRuntime", ("saved_model.pb",), owns_directory=True
         ),
         RuntimeEntry("torch", "modelserve.runtimes.torch:TorchScriptRuntime", ("*.pt",), gpu=True),
+        RuntimeEntry("precomputed", "modelserve.runtimes.precomputed:PrecomputedRuntime", ("precomputed.yaml",)),
         RuntimeEntry(
             "python", "modelserve.runtimes.python:PythonRuntime", ("model.py",), runs_code=True, owns_directory=True
         ),

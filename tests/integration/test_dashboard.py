@@ -136,3 +136,32 @@ def test_rollback_from_the_registry_changes_the_served_version(tmp_path: Path) -
     with RegistryStore(default_url(repo)) as store:
         rollbacks = [e for e in store.history("adder") if e.action is AuditAction.ROLLBACK]
     assert [(e.actor, e.reason, e.version) for e in rollbacks] == [("dashboard", "bad release", 1)]
+
+
+def test_promote_from_the_registry_changes_the_served_version(tmp_path: Path) -> None:
+    repo = registry_repo(tmp_path)  # version 2 in production, version 1 archived
+    with (
+        testing.run(repo, control_api=True, registry=True) as srv,
+        httpx.Client(base_url=srv.http_url, timeout=30) as client,
+    ):
+        assert 'data-action="promote"' in client.get("/ui/models/adder").text
+        bad = client.post("/ui/api/models/adder/promote", headers=HX, content=b"version=one&stage=production")
+        assert bad.status_code == 400 and "'one'" in bad.json()["error"]
+        illegal = client.post("/ui/api/models/adder/promote", headers=HX, content=b"version=1&stage=staging")
+        assert illegal.status_code == 400 and "archived" in illegal.json()["error"]
+        r = client.post("/ui/api/models/adder/promote", headers=HX, content=b"version=1&stage=production&reason=back")
+        assert r.status_code == 200 and "version 1 is in production" in r.text
+        assert client.post("/v2/models/adder/infer", json=ADDER_BODY).json()["model_version"] == "1"
+    with RegistryStore(default_url(repo)) as store:
+        promoted = [e for e in store.history("adder") if e.action is AuditAction.PROMOTE and e.actor == "dashboard"]
+    assert [(e.version, e.reason) for e in promoted] == [(1, "back")]
+
+
+def test_promote_is_refused_to_a_non_admin(tmp_path: Path) -> None:
+    with (
+        testing.run(registry_repo(tmp_path), registry=True) as srv,
+        httpx.Client(base_url=srv.http_url, timeout=30) as client,
+    ):
+        assert 'data-action="promote"' not in client.get("/ui/models/adder").text
+        refused = client.post("/ui/api/models/adder/promote", headers=HX, content=b"version=1&stage=production")
+        assert refused.status_code == 403

@@ -4,7 +4,7 @@ static files under ``/ui/static``.
 - ``GET /ui``: the overview; its table (``GET /ui/api/overview``, HTML) is polled every 2 s.
 - ``GET /ui/models/{m}``: one model; its state (``GET /ui/api/models/{m}/state``, HTML) and its
   chart series (``GET /ui/api/models/{m}/series``, JSON columns) are polled every 2 s.
-- ``POST /ui/api/models/{m}/load|unload|rollback|traffic``: admin actions (roles.py), audited.
+- ``POST /ui/api/models/{m}/load|unload|promote|rollback|traffic``: admin actions (roles.py), audited.
 
 Every dashboard request touches the sampler, which runs only while someone looks.
 """
@@ -63,6 +63,7 @@ class Dashboard:
             Route(_MODEL + r"/series", {"GET": self.series}),
             Route(_MODEL + r"/load", {"POST": self.load}),
             Route(_MODEL + r"/unload", {"POST": self.unload}),
+            Route(_MODEL + r"/promote", {"POST": self.promote}),
             Route(_MODEL + r"/rollback", {"POST": self.rollback}),
             Route(_MODEL + r"/traffic", {"POST": self.traffic}),
         ]
@@ -123,6 +124,25 @@ class Dashboard:
         await self._manager.unload_model(name)
         await self._audit.record("unload", name, actor, form.get("reason", ""))
         return self._done(f"model {name} unloaded")
+
+    async def promote(self, request: Request) -> Reply:
+        """Move a registered version to a stage (form fields ``version``, ``stage``: production or
+        staging), as ``modelserve registry promote`` does; the server then serves it at once."""
+        actor, name, form = self._action(request)
+        registry = self._views.registry
+        if registry is None:
+            raise Unavailable("promote needs a server that serves from the registry (serve --registry)")
+        raw, stage = form.get("version", ""), form.get("stage", "production")
+        if not raw.isdigit() or int(raw) < 1:
+            raise InvalidInput(f"version to promote must be a positive integer, got {raw!r}")
+        if stage not in ("production", "staging"):
+            raise InvalidInput(f"stage must be production or staging, got {stage!r}")
+        record = await asyncio.to_thread(
+            registry.set_stage, name, int(raw), stage, actor=actor, reason=form.get("reason", "")
+        )
+        await self._manager.load_model(name)  # serve the new stage now, not at the next poll
+        log.info("model %r version %s promoted to %s by %s", name, record.version, stage, actor)
+        return self._done(f"model {name}: version {record.version} is in {stage}")
 
     async def rollback(self, request: Request) -> Reply:
         actor, name, form = self._action(request)

@@ -31,6 +31,8 @@ class Registry(Protocol):
 
     def rollback(self, name: str, *, actor: str, reason: str = "", to_version: int | None = None) -> Any: ...
 
+    def set_stage(self, name: str, version: int, stage: str, *, actor: str, reason: str = "") -> Any: ...
+
 
 def figures(latest: Point | None) -> dict[str, Any]:
     """A model's current throughput, latency (ms) and error rate; None where nothing was measured."""

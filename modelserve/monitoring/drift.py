@@ -51,6 +51,7 @@ scipy and scikit-learn (the ``monitoring`` extra) are imported on the first chec
 from __future__ import annotations
 
 import importlib
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -211,6 +212,25 @@ class _Window:
         self.pos = end % self.size
         self.filled = min(self.size, self.filled + n)
 
+    def distributions(self) -> dict[str, dict[str, list[Any]]]:
+        """Per feature, the reference's and the window's share of rows in each bin (numeric: the
+        reference quantile bins; categorical: each reference category, then "other")."""
+        out: dict[str, dict[str, list[Any]]] = {}
+        filled = max(self.filled, 1)
+        values = np.where(np.isnan(self.values[: self.filled]), np.inf, self.values[: self.filled])
+        for j, (name, s) in enumerate(self.numeric):
+            counts = np.bincount(np.searchsorted(s.edges, values[:, j], side="right"), minlength=len(s.edges) + 1)
+            edges = [f"{e:.4g}" for e in s.edges]
+            inner = [f"{a} to {b}" for a, b in itertools.pairwise(edges)]
+            bins = [f"< {edges[0]}", *inner, f">= {edges[-1]}"] if edges else ["all"]
+            out[name] = {"bins": bins, "reference": list(s.fractions),
+                         "live": (counts / filled).tolist()}  # fmt: skip
+        for j, (name, c) in enumerate(self.categorical):
+            counts = np.bincount(self.codes[: self.filled, j], minlength=len(c.frequencies) + 1)
+            out[name] = {"bins": [*c.categories, "other"], "reference": [*c.frequencies, 0.0],
+                         "live": (counts / filled).tolist()}  # fmt: skip
+        return out
+
     def tests(self, stats: Any) -> list[_Result]:
         """KS and PSI per numeric feature, chi-squared per categorical one, over the filled rows."""
         values = self.values[: self.filled]
@@ -264,6 +284,10 @@ class DriftDetector:
         self.rows += len(matrix)
         self.outliers += flagged
         return flagged
+
+    def distributions(self) -> dict[str, dict[str, dict[str, list[Any]]]]:
+        """The window against the reference, bin by bin, for inputs and outputs (for display)."""
+        return {"features": self._inputs.distributions(), "outputs": self._outputs.distributions()}
 
     def due(self) -> bool:
         """True once ``min_rows`` rows are in the window and ``check_every`` rows came since the last

@@ -314,7 +314,7 @@ class Monitoring:
     def _check(self, watch: Watch) -> None:
         started = time.perf_counter()
         report = watch.detector.check()
-        watch.report = report.to_dict()
+        watch.report = {**report.to_dict(), "distributions": watch.detector.distributions()}
         watch.checked_at = time.time()
         watch.checks += 1
         if bool(report.drift) != watch.drifting:

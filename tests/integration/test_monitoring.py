@@ -104,6 +104,7 @@ def test_reference_traffic_raises_no_alarm_and_shifted_traffic_names_the_feature
             alarm = status(srv, client)
         metrics = client.get("/metrics").text
         cli = CliRunner().invoke(main, ["monitor", "status", "scorer", "--url", srv.http_url])
+        page = client.get("/ui/api/models/scorer/state").text  # the dashboard's drift section
     assert alarm["drift"] is True, alarm["report"]
     assert sent + 50 <= 300, f"drift found only after {sent + 50} shifted rows"
     report = alarm["report"]
@@ -115,6 +116,11 @@ def test_reference_traffic_raises_no_alarm_and_shifted_traffic_names_the_feature
     assert 'modelserve_drift_detected{model="scorer",version="1"} 1.0' in metrics
     assert 'modelserve_drift_pvalue{feature="c",model="scorer",version="1"}' in metrics
     assert cli.exit_code == 0 and "DRIFT" in cli.output and "\n  c " in cli.output
+    shown = report["distributions"]["features"]["c"]  # training vs live share per bin
+    assert len(shown["bins"]) == len(shown["reference"]) == len(shown["live"]) == 10
+    assert abs(sum(shown["live"]) - 1) < 1e-9 and shown["live"][-1] > 2 * shown["reference"][-1]  # moved up
+    assert page.count('data-testid="distribution"') == 4  # one per feature; c's is open
+    assert '<details class="distribution" data-testid="distribution" open>\n<summary>c: training' in page
 
 
 def test_outlier_scores_flag_injected_outliers_on_request(repo: Path) -> None:

@@ -6,6 +6,7 @@ second precompute switches generations without any lookup seeing two versions.""
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -131,3 +132,19 @@ def test_round_trip_missing_key_and_atomic_refresh(repo: Path, db_url: str) -> N
         assert by_key(client, keys)["model_version"] == [2] * 50
         metrics = client.get("/metrics").text
     assert 'model="scored"' in metrics
+
+
+def test_a_missing_key_fails_only_its_own_request_among_concurrent_ones(repo: Path, db_url: str) -> None:
+    precompute(repo, db_url, 1)
+    keys = pd.read_parquet(repo.parent / "rows.parquet")["id"].tolist()[:40]
+    # a batching window long enough that concurrent requests would share a call, if allowed to
+    (repo / "scored" / "config.yaml").write_text("batching: {max_delay_ms: 50}\n")
+    with testing.run(repo) as srv, httpx.Client(base_url=srv.http_url) as client:
+
+        def one(key: int) -> int:
+            body = {"inputs": [{"name": "key", "datatype": "INT64", "shape": [1], "data": [key]}]}
+            return client.post("/v2/models/scored/infer", json=body).status_code
+
+        with ThreadPoolExecutor(8) as pool:  # concurrent requests, as a batcher would merge them
+            statuses = list(pool.map(one, [k if i % 5 else 7 for i, k in enumerate(keys)]))
+    assert statuses == [404 if i % 5 == 0 else 200 for i in range(len(keys))]

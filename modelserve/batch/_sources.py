@@ -52,7 +52,7 @@ def _batches(path: Path, batch_size: int) -> Iterator[Any]:
 
         with pd.read_json(path, lines=True, chunksize=batch_size) as reader:
             for frame in reader:
-                yield pa.RecordBatch.from_pandas(frame, preserve_index=False)
+                yield _from_pandas(frame)
 
 
 def _rechunk(batches: Iterator[Any], size: int, skip: int) -> Iterator[Any]:
@@ -73,3 +73,14 @@ def _rechunk(batches: Iterator[Any], size: int, skip: int) -> Iterator[Any]:
             pending, held = rest.to_batches(), rest.num_rows
     if held:
         yield pa.Table.from_batches(pending).combine_chunks().to_batches()[0]
+
+
+def _from_pandas(frame: Any) -> Any:
+    try:
+        return pa.RecordBatch.from_pandas(frame, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        # a column of mixed values (numbers and a stray string): keep it as text, so that only the
+        # rows that do not convert are refused when the chunk is scored
+        mixed = [c for c in frame.columns if frame[c].dtype == object]
+        text = frame.astype({c: "string" for c in mixed})
+        return pa.RecordBatch.from_pandas(text, preserve_index=False)

@@ -118,7 +118,9 @@ class _Scorer:
                     f"key column {self._job.key_column!r} is not in the data; it has {batch.schema.names}"
                 )
         errors = self._nulls(batch, self._map)
-        good = np.setdiff1d(np.arange(batch.num_rows), np.fromiter(errors, dtype=np.int64, count=len(errors)))
+        good = np.arange(batch.num_rows)
+        if errors:  # setdiff1d sorts and hashes the chunk: only worth paying when some rows are bad
+            good = np.setdiff1d(good, np.fromiter(errors, dtype=np.int64, count=len(errors)))
         scored = batch if not errors else batch.take(pa.array(good))
         try:
             outputs = self._predict(scored, self._map)

@@ -96,7 +96,9 @@ def _empty_rejects() -> Any:
 
 def _write_table(path: Path, table: Any) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp)
+    # no dictionary encoding: predictions and keys are mostly distinct values, for which trying it
+    # tripled the time of writing a part (and made it larger) on the benchmark's data
+    pq.write_table(table, tmp, use_dictionary=False)
     _fsync_rename(tmp, path)
 
 

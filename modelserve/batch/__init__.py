@@ -23,14 +23,19 @@ columns (the trailing dimensions flattened). Rows that fail (a null or unconvert
 input the model refuses) stop the job (``on_error="fail"``: InvalidInput naming their row
 numbers) or are written to the rejects (``"skip"``).
 
-Engines: ``local`` (this process); ``spark`` is planned and not available yet.
+Engines: ``local`` (this process); ``spark`` (Apache Spark, ``pip install 'modelserve[spark]'``):
+the same scorer in Spark tasks over ``mapInArrow``, the version shipped to executors and loaded once
+per Python worker, on ``spark_master`` (default local[*]) or the active SparkSession. Its output is
+the same rows and columns, written by Spark, without resume (see _spark.py). ``spark_udf`` scores a
+DataFrame a user already has.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from modelserve.errors import ConfigError
 
@@ -67,19 +72,19 @@ def score(
     trust_code: bool = False,
     repository: str | Path | None = None,
     registry_url: str | None = None,
+    spark_master: str | None = None,
+    spark_conf: Mapping[str, str] | None = None,
 ) -> BatchResult:
     """Score every row of ``input`` into the dataset directory ``output`` (see the module doc).
     ``rejects``: also gather the rejected rows into this one Parquet file. ``resume=False``
     discards what an earlier run left in ``output``. Blocks until done. Raises ConfigError (bad
     options, unreadable input, another job's output), InvalidInput (rows that fail, in fail mode;
-    columns that do not fit the model), LoadError."""
+    columns that do not fit the model), LoadError. Spark engine: ``spark_master`` and ``spark_conf``
+    (Spark properties) configure the session it starts, and stops, when none is active; the input
+    and output may then be any path Spark reads (hdfs://, s3a://); ``resume`` only says whether an
+    existing non-empty output may be replaced."""
     if engine not in ENGINES:
         raise ConfigError(f"engine {engine!r}: expected one of {list(ENGINES)}")
-    if engine == "spark":
-        raise ConfigError(
-            "the spark engine is not available yet (it is planned, and will need pip install 'modelserve[spark]'); "
-            "use engine='local'"
-        )
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     if on_error not in ON_ERROR:
@@ -102,7 +107,47 @@ def score(
         repository=Path(repository) if repository is not None else None,
         registry_url=registry_url,
     )
+    if engine == "spark":
+        from modelserve.batch import _spark
+
+        return _spark.run(job, spark_master, spark_conf)
     return run(job)
 
 
-__all__ = ["ENGINES", "BatchResult", "score"]
+def spark_udf(
+    ref: str | Path,
+    *,
+    columns: Sequence[str] | None = None,
+    version: int | None = None,
+    trust_code: bool = False,
+    repository: str | Path | None = None,
+    registry_url: str | None = None,
+    spark: Any | None = None,
+) -> Any:
+    """A pandas UDF scoring rows of a Spark DataFrame with the version ``ref`` names. It takes one
+    struct column (the input columns, mapped to the model's inputs as in ``score``; ``columns``
+    picks and orders them) and returns a struct with one field per model output (arrays for
+    multi-valued outputs)::
+
+        predict = spark_udf("models/iris", columns=["a", "b", "c", "d"])
+        scored = df.withColumn("pred", predict(struct("a", "b", "c", "d")))
+        scored.select("id", "pred.label", "pred.probabilities")
+
+    The version is loaded on the driver (to learn its outputs), shipped with addFile to the
+    session's executors (``spark``, else the active or a new local session) and loaded once per
+    Python worker. A row with a null input fails the task with InvalidInput. Raises ConfigError
+    (bad reference, pyspark missing), LoadError."""
+    from modelserve.batch import _spark
+
+    return _spark.spark_udf(
+        ref,
+        columns=list(columns) if columns else None,
+        version=version,
+        trust_code=trust_code,
+        repository=repository,
+        registry_url=registry_url,
+        spark=spark,
+    )
+
+
+__all__ = ["ENGINES", "BatchResult", "score", "spark_udf"]

@@ -1,5 +1,5 @@
-"""``modelserve batch``: score a file of rows with a model version, in this process
-(modelserve/batch: the output is a Parquet dataset directory; an interrupted job resumes)."""
+"""``modelserve batch``: score a file of rows with a model version, in this process or on Spark
+(modelserve/batch: the output is a Parquet dataset directory; an interrupted local job resumes)."""
 
 from __future__ import annotations
 
@@ -54,6 +54,13 @@ from modelserve.errors import ModelServeError
     help="The repository of a registry: reference.",
 )
 @click.option("--url", envvar="MODELSERVE_REGISTRY_URL", help="The registry database. [default: the repository's]")
+@click.option("--spark-master", help="--engine spark: the Spark master URL. [default: local[*]]")
+@click.option(
+    "--spark-conf",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="--engine spark: a Spark property (repeatable), e.g. spark.executor.memory=4g.",
+)
 def batch_command(
     ref: str,
     version: int | None,
@@ -70,8 +77,16 @@ def batch_command(
     trust_code: bool,
     repository: Path | None,
     url: str | None,
+    spark_master: str | None,
+    spark_conf: tuple[str, ...],
 ) -> None:
     """Score every row of a file with a model version; write the predictions as Parquet."""
+    conf: dict[str, str] = {}
+    for item in spark_conf:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{item!r}: expected KEY=VALUE", param_hint="--spark-conf")
+        conf[key.strip()] = value
     try:
         result = score(
             ref,
@@ -89,6 +104,8 @@ def batch_command(
             trust_code=trust_code,
             repository=repository,
             registry_url=url,
+            spark_master=spark_master,
+            spark_conf=conf,
         )
     except ModelServeError as exc:
         raise click.ClickException(exc.message) from None

@@ -141,10 +141,8 @@ def test_skip_mode_rejects_rows(repo: Path, tmp_path: Path) -> None:
     assert 70 not in out["id"].tolist() and len(out) == 48
 
 
-def test_other_job_and_spark_refused(repo: Path, tmp_path: Path) -> None:
+def test_other_job_refused(repo: Path, tmp_path: Path) -> None:
     table(100).to_parquet(tmp_path / "in.parquet")
     score(repo / "iris", tmp_path / "in.parquet", tmp_path / "out", columns=FEATURES, progress=False)
     with pytest.raises(ConfigError, match="another job"):
         score(repo / "iris", tmp_path / "in.parquet", tmp_path / "out", columns=FEATURES, batch_size=7, progress=False)
-    with pytest.raises(ConfigError, match="spark engine is not available yet"):
-        score(repo / "iris", tmp_path / "in.parquet", tmp_path / "x", engine="spark")

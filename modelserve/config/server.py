@@ -49,6 +49,11 @@ class ServerConfig:
     payload_log_sink: str = "files"
     payload_log_max_rows: int = 1_000_000
     tracing: bool = False  # OpenTelemetry spans per inference request, exported as OTEL_* says
+    # TLS for both REST and gRPC: a PEM certificate (chain) and its key, both or neither; with a client
+    # CA (PEM), clients must present a certificate it signed (mutual TLS)
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
 
     def __post_init__(self) -> None:
         for name in ("http_port", "grpc_port"):
@@ -85,6 +90,28 @@ class ServerConfig:
             )
         if self.inference_threads < 0:
             raise ConfigError(f"inference_threads must be >= 0, got {self.inference_threads}")
+        self._check_tls()
+
+    @property
+    def tls(self) -> bool:
+        """Whether REST and gRPC are served over TLS."""
+        return bool(self.tls_cert)
+
+    def _check_tls(self) -> None:
+        if bool(self.tls_cert) != bool(self.tls_key):
+            given, missing = ("tls_cert", "tls_key") if self.tls_cert else ("tls_key", "tls_cert")
+            raise ConfigError(f"{given} is set but {missing} is not: TLS needs both a certificate and its key")
+        if self.tls_client_ca and not self.tls_cert:
+            raise ConfigError("tls_client_ca needs tls_cert and tls_key: client certificates are checked only over TLS")
+        for name in ("tls_cert", "tls_key", "tls_client_ca"):
+            path = getattr(self, name)
+            if not path:
+                continue
+            try:
+                with open(path, "rb") as f:
+                    f.read(1)
+            except OSError as exc:
+                raise ConfigError(f"{name} {path!r} cannot be read: {exc.strerror or exc}") from None
 
     @classmethod
     def load(

@@ -11,6 +11,7 @@ import click
 
 from modelserve import __version__
 from modelserve.bootstrap import build_server
+from modelserve.cli.auth import auth
 from modelserve.cli.batch import batch_command
 from modelserve.cli.logs import logs as logs_command
 from modelserve.cli.monitor import monitor
@@ -218,3 +219,4 @@ main.add_command(logs_command)
 main.add_command(monitor)
 main.add_command(precompute_command)
 main.add_command(batch_command)
+main.add_command(auth)

@@ -11,6 +11,7 @@ from modelserve.repository.registry.errors import RegistryConflict, RegistryErro
 from modelserve.repository.registry.records import (
     AuditAction,
     AuditEntry,
+    KeyRecord,
     ModelSummary,
     ProfileRecord,
     RegisteredVersion,
@@ -31,6 +32,7 @@ __all__ = [
     "REGISTRY_DIR",
     "AuditAction",
     "AuditEntry",
+    "KeyRecord",
     "ModelSummary",
     "ProfileRecord",
     "RegisteredVersion",

@@ -43,6 +43,8 @@ class AuditAction(enum.StrEnum):
     CANARY_STEP = "canary_step"
     CANARY_ROLLBACK = "canary_rollback"
     PROFILE = "profile"  # a reference profile stored for a version (drift and outlier detection)
+    KEY_CREATED = "key_created"  # an API key created (model "", details: key_id, name, role)
+    KEY_REVOKED = "key_revoked"  # an API key revoked (model "", details: key_id, name, role)
 
 
 # the actions RegistryStore.record accepts; the others are written by the operation they describe
@@ -146,3 +148,18 @@ class RoutingRecord:
     state: dict[str, Any]
     updated_at: datetime
     updated_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    """An API key as stored: its public id, name, role (``infer`` or ``admin``), the salted hash of
+    its secret (``modelserve/config/apikeys.py``), and when it was created and revoked (None: live)."""
+
+    key_id: str
+    name: str
+    role: str
+    salt: str
+    hash: str
+    created_at: datetime
+    created_by: str
+    revoked_at: datetime | None

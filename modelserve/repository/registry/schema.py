@@ -164,3 +164,19 @@ class PayloadRow(Base):
     protocol: Mapped[str] = mapped_column(String(32))
     inputs: Mapped[dict[str, Any]]
     outputs: Mapped[dict[str, Any]]
+
+
+class ApiKeyRow(Base):
+    """An API key (migration 0005): the salted hash of its secret, never the token."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = (CheckConstraint("role IN ('infer', 'admin')", name="ck_api_keys_role"),)
+
+    key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    role: Mapped[str] = mapped_column(String(16))
+    salt: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(Text)
+    revoked_at: Mapped[datetime | None]

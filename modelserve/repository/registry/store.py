@@ -35,6 +35,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from modelserve.config import apikeys
 from modelserve.errors import InvalidInput, ModelNotFound
 from modelserve.repository.registry import _rows as rows
 from modelserve.repository.registry import _validate as check
@@ -44,13 +45,14 @@ from modelserve.repository.registry.records import (
     EVENT_ACTIONS,
     AuditAction,
     AuditEntry,
+    KeyRecord,
     ModelSummary,
     ProfileRecord,
     RegisteredVersion,
     RoutingRecord,
     Stage,
 )
-from modelserve.repository.registry.schema import AuditRow, ModelRow, ProfileRow, RoutingRow, VersionRow
+from modelserve.repository.registry.schema import ApiKeyRow, AuditRow, ModelRow, ProfileRow, RoutingRow, VersionRow
 
 
 class RegistryStore:
@@ -293,7 +295,60 @@ class RegistryStore:
             session.flush()
             return _profile_record(row)
 
+    def create_key(self, name: str, role: str, *, actor: str) -> tuple[str, str]:
+        """Create an API key with ``role`` (``infer`` or ``admin``); returns (key id, token).
+
+        Only the salted hash is stored: the token is returned here once and never again. Audited
+        (``key_created``, model "").
+        """
+        name, actor = check.text("key name", name, required=True), check.text("actor", actor, required=True)
+        if role not in apikeys.ROLES:
+            raise InvalidInput(f"key role {role!r}: expected one of {', '.join(apikeys.ROLES)}")
+        key_id, token = apikeys.new_token()
+        _, salt, hashed = apikeys.hash_token(token)
+        with self._transaction(f"create API key {name!r}", write=True) as session:
+            now = datetime.now(UTC)
+            session.add(
+                ApiKeyRow(
+                    key_id=key_id, name=name, role=role, salt=salt, hash=hashed,
+                    created_at=now, created_by=actor, revoked_at=None,
+                )
+            )  # fmt: skip
+            session.flush()
+            details = {"key_id": key_id, "name": name, "role": role}
+            rows.audit(session, now, actor, AuditAction.KEY_CREATED, "", None, "", details=details)
+        return key_id, token
+
+    def revoke_key(self, key_id: str, *, actor: str, reason: str = "") -> KeyRecord:
+        """Revoke key ``key_id`` (audited ``key_revoked``). Raises InvalidInput for an unknown key
+        and RegistryConflict for one already revoked."""
+        actor, reason = check.text("actor", actor, required=True), check.text("reason", reason, required=False)
+        with self._transaction(f"revoke API key {key_id!r}", write=True) as session:
+            row = session.get(ApiKeyRow, key_id, with_for_update=True)
+            if row is None:
+                raise InvalidInput(f"API key {key_id!r} does not exist (see modelserve auth list)")
+            if row.revoked_at is not None:
+                raise RegistryConflict(f"API key {key_id!r} ({row.name!r}) was revoked at {row.revoked_at.isoformat()}")
+            now = datetime.now(UTC)
+            row.revoked_at = now
+            session.flush()
+            details = {"key_id": key_id, "name": row.name, "role": row.role}
+            rows.audit(session, now, actor, AuditAction.KEY_REVOKED, "", None, reason, details=details)
+            return _key_record(row)
+
     # -- reads --------------------------------------------------------------------------------
+
+    def keys(self) -> list[KeyRecord]:
+        """Every API key, revoked ones included, oldest first."""
+        with self._transaction("read API keys") as session:
+            query = select(ApiKeyRow).order_by(ApiKeyRow.created_at, ApiKeyRow.key_id)
+            return [_key_record(row) for row in session.scalars(query)]
+
+    def key(self, key_id: str) -> KeyRecord | None:
+        """API key ``key_id``, None if there is none."""
+        with self._transaction(f"read API key {key_id!r}") as session:
+            row = session.get(ApiKeyRow, key_id)
+            return None if row is None else _key_record(row)
 
     def profile(self, name: str, version: int) -> ProfileRecord | None:
         """The reference profile of ``name`` version ``version``, None if none was stored."""
@@ -417,4 +472,17 @@ def _profile_record(row: ProfileRow) -> ProfileRecord:
         source=row.source,
         created_at=row.created_at,
         created_by=row.created_by,
+    )
+
+
+def _key_record(row: ApiKeyRow) -> KeyRecord:
+    return KeyRecord(
+        key_id=row.key_id,
+        name=row.name,
+        role=row.role,
+        salt=row.salt,
+        hash=row.hash,
+        created_at=row.created_at,
+        created_by=row.created_by,
+        revoked_at=row.revoked_at,
     )

@@ -2,7 +2,8 @@
 
 Both sockets are bound before anything loads, so that port 0 resolves to a real port that can be
 logged and read back; liveness answers at once, readiness once the repository load has settled.
-Both servers run on one event loop and share one model manager.
+Both servers run on one event loop and share one model manager. With TLS configured both take
+the same certificate and key, and with a client CA both require a client certificate it signed.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import gc
 import logging
 import signal
 import socket
+import ssl
 from collections.abc import Awaitable
 from types import FrameType
 
@@ -23,6 +25,7 @@ from modelserve.config.server import ServerConfig
 from modelserve.core.manager import ModelManager
 from modelserve.core.pool import Pool
 from modelserve.core.watcher import RepositoryWatcher
+from modelserve.errors import ConfigError
 from modelserve.monitoring.service import Monitoring
 from modelserve.routing.router import Router
 from modelserve.server.dashboard import Dashboard
@@ -68,7 +71,8 @@ class Server:
 
     @property
     def http_url(self) -> str:
-        return f"http://{_host(self.config.host)}:{self.http_port}"
+        scheme = "https" if self.config.tls else "http"
+        return f"{scheme}://{_host(self.config.host)}:{self.http_port}"
 
     @property
     def grpc_target(self) -> str:
@@ -78,6 +82,7 @@ class Server:
     async def start(self) -> None:
         """Bind, start serving HTTP and gRPC, and start loading the repository in the background."""
         sources = self.manager.discover()  # a missing repository fails before binding
+        _check_tls(self.config)  # and so does a certificate that does not load
         if self._watcher is not None:
             self._watcher.prime()
         preloaded = None
@@ -103,6 +108,11 @@ class Server:
             server_header=False,
             timeout_keep_alive=30,
             timeout_graceful_shutdown=30,
+            # uvicorn wraps the accepted connections of the socket handed to serve() in this TLS
+            ssl_certfile=self.config.tls_cert or None,
+            ssl_keyfile=self.config.tls_key or None,
+            ssl_ca_certs=self.config.tls_client_ca or None,
+            ssl_cert_reqs=ssl.CERT_REQUIRED if self.config.tls_client_ca else ssl.CERT_NONE,
         )
         self._uvicorn = uvicorn.Server(config)
         self._serving = asyncio.create_task(self._uvicorn.serve(sockets=[sock]))
@@ -124,7 +134,10 @@ class Server:
         server.add_generic_rpc_handlers([self._grpc_handler])
         address = f"{_host(self.config.host)}:{self.config.grpc_port}"
         try:
-            self.grpc_port = server.add_insecure_port(address)
+            if self.config.tls:
+                self.grpc_port = server.add_secure_port(address, _grpc_credentials(self.config))
+            else:
+                self.grpc_port = server.add_insecure_port(address)
         except RuntimeError as exc:  # grpcio raises instead of returning 0 since 1.5x
             raise OSError(f"cannot bind gRPC server to {address}: {exc}") from None
         if not self.grpc_port:
@@ -222,6 +235,40 @@ class Server:
 
 def _host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
+
+
+def _check_tls(config: ServerConfig) -> None:
+    """Load the TLS files once as the servers will, so that a bad one fails with its name."""
+    if not config.tls:
+        return
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(config.tls_cert, config.tls_key)
+    except ssl.SSLError as exc:
+        raise ConfigError(
+            f"tls_cert {config.tls_cert!r} and tls_key {config.tls_key!r} must be a PEM certificate and its "
+            f"unencrypted private key: {exc.reason or exc}"
+        ) from None
+    if config.tls_client_ca:
+        try:
+            context.load_verify_locations(cafile=config.tls_client_ca)
+        except ssl.SSLError as exc:
+            raise ConfigError(
+                f"tls_client_ca {config.tls_client_ca!r} must hold PEM CA certificates: {exc.reason or exc}"
+            ) from None
+
+
+def _grpc_credentials(config: ServerConfig) -> grpc.ServerCredentials:
+    def read(path: str) -> bytes:
+        with open(path, "rb") as f:
+            return f.read()
+
+    client_ca = read(config.tls_client_ca) if config.tls_client_ca else None
+    return grpc.ssl_server_credentials(
+        [(read(config.tls_key), read(config.tls_cert))],
+        root_certificates=client_ca,
+        require_client_auth=client_ca is not None,
+    )
 
 
 def _bind(host: str, port: int, reuse_port: bool = False) -> socket.socket:

@@ -136,6 +136,19 @@ def main() -> None:
     help="Where the payload log goes: JSON Lines files (--payload-log-dir), or the payloads table of the "
     "registry database (--registry-url, else REPOSITORY/.modelserve/registry.db). [default: files]",
 )
+@click.option(
+    "--tls-cert",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="PEM certificate (chain) for REST and gRPC over TLS; needs --tls-key. [default: no TLS]",
+)
+@click.option("--tls-key", type=click.Path(path_type=Path, dir_okay=False), default=None, help="Its PEM private key.")
+@click.option(
+    "--tls-client-ca",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="PEM CA certificates: clients must present a certificate one of them signed (mutual TLS).",
+)
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default=None)
 def serve(
     repository: Path,
@@ -159,6 +172,9 @@ def serve(
     tracing: str | None,
     payload_log_dir: Path | None,
     payload_log_sink: str | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    tls_client_ca: Path | None,
     log_level: str | None,
 ) -> None:
     """Serve every model under REPOSITORY (REPOSITORY/<model>/<version>/<artifact>)."""
@@ -183,6 +199,9 @@ def serve(
         "tracing": None if tracing is None else tracing == "on",
         "payload_log_dir": None if payload_log_dir is None else str(payload_log_dir),
         "payload_log_sink": payload_log_sink,
+        "tls_cert": None if tls_cert is None else str(tls_cert),
+        "tls_key": None if tls_key is None else str(tls_key),
+        "tls_client_ca": None if tls_client_ca is None else str(tls_client_ca),
         "log_level": log_level,
     }
     try:

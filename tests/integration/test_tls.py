@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import ssl
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -211,3 +213,10 @@ def test_bad_tls_files_are_clear(repo: Path, pki: Pki, tmp_path: Path) -> None:
     mismatched = testing.run(repo, trust_code=True, tls_cert=str(pki.server_cert), tls_key=str(pki.client_key))
     with pytest.raises(ConfigError, match="must be a PEM certificate and its unencrypted private key"), mismatched:
         pass
+
+
+def test_serve_command_reports_a_missing_key(repo: Path, pki: Pki) -> None:
+    command = [sys.executable, "-m", "modelserve.cli", "serve", str(repo), "--tls-cert", str(pki.server_cert)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert result.returncode == 2
+    assert "tls_cert is set but tls_key is not" in result.stderr

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import re
 import ssl
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -220,3 +222,36 @@ def test_serve_command_reports_a_missing_key(repo: Path, pki: Pki) -> None:
     result = subprocess.run(command, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert result.returncode == 2
     assert "tls_cert is set but tls_key is not" in result.stderr
+
+
+def test_worker_processes_serve_tls(repo: Path, pki: Pki) -> None:
+    """``serve --workers 2`` hands the TLS options to its workers: https and gRPC over TLS answer."""
+    command = [sys.executable, "-m", "modelserve.cli", "serve", str(repo), "--trust-code", "--workers", "2"]
+    command += ["--http-port", "0", "--grpc-port", "0", "--watch-interval", "0"]
+    command += ["--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key)]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    try:
+        assert process.stderr is not None
+        ports = None
+        while ports is None:
+            line = process.stderr.readline()
+            assert line, "the supervisor exited before binding"
+            ports = re.search(r"supervising 2 workers on HTTP port (\d+) and gRPC port (\d+)", line)
+        http_port, grpc_port = ports.groups()
+        verify = ssl.create_default_context(cafile=pki.ca)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"https://127.0.0.1:{http_port}/v2/health/ready", verify=verify).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "no worker became ready over https"
+            time.sleep(0.2)
+        response = httpx.post(f"https://127.0.0.1:{http_port}/v2/models/double/infer", json=BODY, verify=verify)
+        assert response.status_code == 200, response.text
+        credentials = grpc.ssl_channel_credentials(root_certificates=pki.ca.read_bytes())
+        assert _grpc_infer(f"127.0.0.1:{grpc_port}", credentials).tolist() == [2, 4]
+    finally:
+        process.terminate()
+        process.communicate(timeout=60)

@@ -17,6 +17,7 @@ from modelserve.repository.registry import REGISTRY_DIR, RegistryStore, Stage, d
 from modelserve.repository.registry.payloads import PayloadTable
 from modelserve.routing.graph import GraphComposer
 from modelserve.routing.router import Router
+from modelserve.server.auth import Authenticator
 from modelserve.server.dashboard import Audit, Dashboard, Roles, Sampler, Views
 from modelserve.server.grpc.service import GrpcService
 from modelserve.server.http.app import HttpApp
@@ -62,8 +63,9 @@ def build_server(config: ServerConfig) -> Server:
     monitoring = Monitoring(manager, routing_store(config, registry))
     observer = Observer(manager, config.access_log, tracing, sink, monitoring)
     dashboard = build_dashboard(config, manager, router, monitoring, registry)
+    auth = authenticator(config, registry)
     routes = (
-        metrics.routes()
+        metrics.routes("infer" if config.auth_metrics else "public")
         + V2Endpoints(manager, observer, router).routes()
         + TrafficEndpoints(router, config.control_api).routes()
         + MonitoringEndpoints(monitoring).routes()
@@ -75,8 +77,8 @@ def build_server(config: ServerConfig) -> Server:
         + TfServingEndpoints(manager, observer, router).routes()
         + dashboard.routes()
     )
-    grpc_handler = GrpcService(manager, config.control_api, observer, metrics, router).handler()
-    server = Server(config, manager, pool, HttpApp(routes, config.max_request_bytes), grpc_handler, metrics)
+    grpc_handler = GrpcService(manager, config.control_api, observer, metrics, router, auth).handler()
+    server = Server(config, manager, pool, HttpApp(routes, config.max_request_bytes, auth), grpc_handler, metrics)
     server.tracing = tracing
     server.router = router
     metrics.router = router
@@ -96,7 +98,16 @@ def build_dashboard(
     sampler = Sampler(lambda: ((model, stats) for (model, _), stats in manager.stats.versions.items()))
     views = Views(manager, router, monitoring, sampler, registry)
     audit = Audit(routing_store(config, registry), owned=registry is None)
-    return Dashboard(manager, router, views, sampler, Roles(config.control_api), audit)
+    return Dashboard(manager, router, views, sampler, Roles(config.control_api, config.auth), audit)
+
+
+def authenticator(config: ServerConfig, registry: RegistryStore | None) -> Authenticator | None:
+    """With ``auth`` on, the API key checker over the registry the server serves from, else the
+    database of ``registry_url`` or the repository's own (created if need be: no keys, no entry)."""
+    if not config.auth:
+        return None
+    store = registry if registry is not None else RegistryStore(config.registry_url or default_url(config.repository))
+    return Authenticator(store.keys)
 
 
 def payload_directory(repository: Path, configured: str | Path | None = None) -> Path:

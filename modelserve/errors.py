@@ -9,6 +9,7 @@ expected.
 from __future__ import annotations
 
 import enum
+from typing import ClassVar
 
 
 class ErrorCode(enum.Enum):
@@ -21,6 +22,7 @@ class ErrorCode(enum.Enum):
     GONE = "gone"  # a version that was retired on purpose (archived in the registry)
     DEADLINE_EXCEEDED = "deadline_exceeded"  # the client's deadline passed before the work ran
     PERMISSION_DENIED = "permission_denied"  # an operation this server is configured to refuse
+    UNAUTHENTICATED = "unauthenticated"  # no valid credentials (auth on, no key or a bad one)
     INTERNAL = "internal"  # our bug or a runtime exception
 
 
@@ -82,6 +84,13 @@ class DeadlineExceeded(ModelServeError):
 
 class Forbidden(ModelServeError):
     code = ErrorCode.PERMISSION_DENIED
+
+
+class Unauthenticated(ModelServeError):
+    """No API key, or one that is unknown, malformed or revoked (REST 401, gRPC UNAUTHENTICATED)."""
+
+    code = ErrorCode.UNAUTHENTICATED
+    response_headers: ClassVar[list[tuple[str, str]]] = [("www-authenticate", 'Bearer realm="modelserve"')]
 
 
 class ConfigError(ModelServeError, ValueError):

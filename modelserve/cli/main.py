@@ -149,6 +149,24 @@ def main() -> None:
     default=None,
     help="PEM CA certificates: clients must present a certificate one of them signed (mutual TLS).",
 )
+@click.option(
+    "--auth",
+    type=click.Choice(["on", "off"]),
+    default=None,
+    help="Require an API key (modelserve auth create-key) on every request but the health probes. [default: off]",
+)
+@click.option(
+    "--auth-metrics",
+    type=click.Choice(["on", "off"]),
+    default=None,
+    help="With --auth on, /metrics needs a key too; off lets a scraper in without one. [default: on]",
+)
+@click.option(
+    "--allow-unauthenticated-admin",
+    is_flag=True,
+    default=None,
+    help="Start with the control API on and auth off even on a non-loopback --host (anyone reaching it is admin).",
+)
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default=None)
 def serve(
     repository: Path,
@@ -176,6 +194,9 @@ def serve(
     tls_key: Path | None,
     tls_client_ca: Path | None,
     log_level: str | None,
+    auth: str | None,
+    auth_metrics: str | None,
+    allow_unauthenticated_admin: bool | None,
 ) -> None:
     """Serve every model under REPOSITORY (REPOSITORY/<model>/<version>/<artifact>)."""
     overrides = {
@@ -203,6 +224,9 @@ def serve(
         "tls_key": None if tls_key is None else str(tls_key),
         "tls_client_ca": None if tls_client_ca is None else str(tls_client_ca),
         "log_level": log_level,
+        "auth": None if auth is None else auth == "on",
+        "auth_metrics": None if auth_metrics is None else auth_metrics == "on",
+        "allow_unauthenticated_admin": allow_unauthenticated_admin,
     }
     try:
         config = ServerConfig.load(repository, overrides)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
@@ -54,6 +55,13 @@ class ServerConfig:
     tls_cert: str = ""
     tls_key: str = ""
     tls_client_ca: str = ""
+    # API keys (issue #12, server/auth.py): every request but the health probes needs a key, read from
+    # the registry database (registry_url, else the repository's own); auth_metrics: /metrics needs
+    # one too. Off by default. On a non-loopback host, the control API without auth is refused
+    # unless allow_unauthenticated_admin is set.
+    auth: bool = False
+    auth_metrics: bool = True
+    allow_unauthenticated_admin: bool = False
 
     def __post_init__(self) -> None:
         for name in ("http_port", "grpc_port"):
@@ -91,11 +99,20 @@ class ServerConfig:
         if self.inference_threads < 0:
             raise ConfigError(f"inference_threads must be >= 0, got {self.inference_threads}")
         self._check_tls()
+        self._check_admin_exposure()
 
     @property
     def tls(self) -> bool:
         """Whether REST and gRPC are served over TLS."""
         return bool(self.tls_cert)
+
+    def _check_admin_exposure(self) -> None:
+        if self.control_api and not self.auth and not self.allow_unauthenticated_admin and not _loopback(self.host):
+            raise ConfigError(
+                f"host {self.host!r} is reachable from other machines, and the control API (admin endpoints) is on "
+                "without authentication: turn auth on (--auth on, keys from modelserve auth create-key), or say "
+                "--allow-unauthenticated-admin to run it open"
+            )
 
     def _check_tls(self) -> None:
         if bool(self.tls_cert) != bool(self.tls_key):
@@ -127,6 +144,15 @@ class ServerConfig:
                 values[f.name] = _convert(f.name, raw, type(getattr(config, f.name)))
         values.update({k: v for k, v in (overrides or {}).items() if v is not None})
         return replace(config, **values)
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost: it may resolve anywhere
 
 
 _BOOLS = {"on": True, "true": True, "1": True, "yes": True, "off": False, "false": False, "0": False, "no": False}

@@ -66,10 +66,11 @@ class Metrics:
         self._registry.register(_Collector(self))
         ProcessCollector(registry=self._registry)
 
-    def routes(self) -> list[Route]:
+    def routes(self, metrics_role: str = "infer") -> list[Route]:
+        """``/metrics`` (needing ``metrics_role`` when auth is on) and the per-model stats."""
         model = r"/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?"
         return [
-            Route(r"/metrics", {"GET": self.metrics}),
+            Route(r"/metrics", {"GET": self.metrics}, role=metrics_role),
             Route(model + r"/stats", {"GET": self.model_stats}),
         ]
 

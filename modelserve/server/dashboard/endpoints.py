@@ -61,11 +61,11 @@ class Dashboard:
             Route(r"/ui/models/(?P<model>[^/]+)", {"GET": self.model_page}),
             Route(_MODEL + r"/state", {"GET": self.model_state}),
             Route(_MODEL + r"/series", {"GET": self.series}),
-            Route(_MODEL + r"/load", {"POST": self.load}),
-            Route(_MODEL + r"/unload", {"POST": self.unload}),
-            Route(_MODEL + r"/promote", {"POST": self.promote}),
-            Route(_MODEL + r"/rollback", {"POST": self.rollback}),
-            Route(_MODEL + r"/traffic", {"POST": self.traffic}),
+            Route(_MODEL + r"/load", {"POST": self.load}, role="admin"),
+            Route(_MODEL + r"/unload", {"POST": self.unload}, role="admin"),
+            Route(_MODEL + r"/promote", {"POST": self.promote}, role="admin"),
+            Route(_MODEL + r"/rollback", {"POST": self.rollback}, role="admin"),
+            Route(_MODEL + r"/traffic", {"POST": self.traffic}, role="admin"),
         ]
 
     # -- pages -----------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from modelserve.protocol.status import grpc_status
 from modelserve.protocol.v2.grpc import codec
 from modelserve.protocol.v2.grpc import messages as pb
 from modelserve.routing.router import Router
+from modelserve.server.auth import ADMIN, INFER, PUBLIC, Authenticator, token_from
 from modelserve.server.control import checked_target
 from modelserve.server.info import EXTENSIONS, SERVER_NAME
 from modelserve.server.metrics import Metrics
@@ -46,7 +47,9 @@ class GrpcService:
         observer: Observer | None = None,
         metrics: Metrics | None = None,
         router: Router | None = None,
+        auth: Authenticator | None = None,
     ) -> None:
+        self._auth = auth  # None: auth off
         self._manager = manager
         self._router = router if router is not None else Router(manager)
         self._metrics = metrics
@@ -67,10 +70,36 @@ class GrpcService:
             "ModelStatistics": self.model_statistics,
         }
         methods: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
-            name: grpc.unary_unary_rpc_method_handler(_unary(name, fn)) for name, fn in unary.items()
+            name: grpc.unary_unary_rpc_method_handler(_unary(name, self._guarded(name, fn)))
+            for name, fn in unary.items()
         }
-        methods["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(self.model_stream_infer)
+        stream = self.model_stream_infer if self._auth is None else self._guarded_stream
+        methods["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(stream)
         return grpc.method_handlers_generic_handler(pb.SERVICE, methods)
+
+    # -- authentication (server/auth.py) ---------------------------------------------------
+
+    def _guarded(self, method: str, fn: Unary) -> Unary:
+        """``fn`` behind the API key check ``method`` needs (UNAUTHENTICATED / PERMISSION_DENIED)."""
+        auth = self._auth
+        if auth is None:
+            return fn
+        needed = _GRPC_ROLES.get(method, INFER)
+
+        async def guarded(msg: Any, context: Context) -> Any:
+            auth.check(_token(context), needed)
+            return await fn(msg, context)
+
+        return guarded
+
+    async def _guarded_stream(self, requests: AsyncIterator[bytes], context: Context) -> AsyncIterator[bytes]:
+        assert self._auth is not None
+        try:
+            self._auth.check(_token(context), INFER)
+        except ModelServeError as exc:
+            await context.abort(grpc_status(exc.code), exc.message)
+        async for reply in self.model_stream_infer(requests, context):
+            yield reply
 
     # -- health and metadata ---------------------------------------------------------------
 
@@ -189,6 +218,19 @@ class GrpcService:
                 f"repository {name!r} is not served here; this server serves {self._manager.repository.name!r} "
                 "(or leave repository_name empty)"
             )
+
+
+_GRPC_ROLES = {
+    "ServerLive": PUBLIC,
+    "ServerReady": PUBLIC,
+    "RepositoryModelLoad": ADMIN,
+    "RepositoryModelUnload": ADMIN,
+}
+
+
+def _token(context: Context) -> str | None:
+    pairs = ((k, v) for k, v in context.invocation_metadata() or () if isinstance(v, str))
+    return token_from(pairs)
 
 
 def _label(context: Context, version: int | None, parameter: object = None) -> str | None:

@@ -21,6 +21,7 @@ from modelserve.errors import ErrorCode, InvalidInput, ModelServeError, RequestT
 from modelserve.protocol import names
 from modelserve.protocol.status import http_status
 from modelserve.protocol.v2.rest import encode_error
+from modelserve.server.auth import Authenticator
 
 log = logging.getLogger(__name__)
 
@@ -62,19 +63,27 @@ Handler = Callable[[Request], Awaitable[Reply]]
 
 
 class Route:
-    __slots__ = ("methods", "pattern")
+    """``methods`` under ``pattern``; ``role`` is what a caller needs when auth is on (server/auth.py):
+    one role for every method, or one per method ("infer" for those not named)."""
 
-    def __init__(self, pattern: str, methods: dict[str, Handler]) -> None:
+    __slots__ = ("methods", "pattern", "roles")
+
+    def __init__(self, pattern: str, methods: dict[str, Handler], role: str | dict[str, str] = "infer") -> None:
         self.pattern = re.compile(pattern)
         self.methods = methods
+        self.roles = role if isinstance(role, dict) else dict.fromkeys(methods, role)
+
+    def role(self, method: str) -> str:
+        return self.roles.get(method, "infer")
 
 
 class HttpApp:
     """Dispatches ``routes`` in order; the first whose pattern matches the path answers."""
 
-    def __init__(self, routes: list[Route], max_body_bytes: int) -> None:
+    def __init__(self, routes: list[Route], max_body_bytes: int, auth: Authenticator | None = None) -> None:
         self._routes = routes
         self._max_body = max_body_bytes
+        self._auth = auth  # None: auth off, every route open
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -103,6 +112,8 @@ class HttpApp:
             if handler is None:
                 allowed = ", ".join(sorted(route.methods))
                 return 405, encode_error(f"method {scope['method']} is not allowed on {path}; use {allowed}"), JSON
+            if self._auth is not None:  # before the body is read: an unauthenticated client uploads nothing
+                self._auth.check_http(scope, route.role(scope["method"]))
             body = await self._body(receive) if scope["method"] in _WITH_BODY else b""
             params = {k: v for k, v in match.groupdict().items() if v is not None}
             return await handler(Request(scope, params, body))

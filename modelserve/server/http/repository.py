@@ -23,8 +23,8 @@ class RepositoryEndpoints:
     def routes(self) -> list[Route]:
         return [
             Route(r"/v2/repository/index", {"POST": self.index}),
-            Route(_MODEL + r"/load", {"POST": self.load}),
-            Route(_MODEL + r"/unload", {"POST": self.unload}),
+            Route(_MODEL + r"/load", {"POST": self.load}, role="admin"),
+            Route(_MODEL + r"/unload", {"POST": self.unload}, role="admin"),
         ]
 
     async def index(self, request: Request) -> Reply:

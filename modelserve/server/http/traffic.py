@@ -35,7 +35,11 @@ class TrafficEndpoints:
 
     def routes(self) -> list[Route]:
         return [
-            Route(_MODEL + r"/traffic", {"GET": self.show, "PUT": self.set, "DELETE": self.clear}),
+            Route(
+                _MODEL + r"/traffic",
+                {"GET": self.show, "PUT": self.set, "DELETE": self.clear},
+                role={"PUT": "admin", "DELETE": "admin"},
+            ),
             Route(_MODEL + r"/feedback", {"POST": self.feedback}),
         ]
 

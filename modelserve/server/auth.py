@@ -1,0 +1,155 @@
+"""API key authentication and the two roles, ``infer`` and ``admin`` (issue #12).
+
+With ``auth`` on, every REST route and gRPC method needs a key except the public ones (liveness
+and readiness; ``/metrics`` too when ``auth_metrics`` is off). A key is sent as
+``Authorization: Bearer <token>`` or ``X-API-Key: <token>`` (gRPC: metadata ``authorization`` or
+``x-api-key``). No key, or an unknown, malformed or revoked one: Unauthenticated (401 with
+``WWW-Authenticate: Bearer``, gRPC UNAUTHENTICATED). A valid key whose role is too low: Forbidden
+(403, PERMISSION_DENIED). ``admin`` may do everything ``infer`` may.
+
+Cost on the hot path: keys are read from the store at most every ``refresh_s`` seconds (a
+revoked key stops working within that), and a verified token is remembered until the next
+refresh, so a request with a known token costs a dict lookup, not a hash. An unknown token costs
+a dict lookup of its key id, then one HMAC. If the store cannot be read, the keys read last stay
+in force (none before the first successful read: every request is refused), and the error is
+logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from modelserve.config import apikeys
+from modelserve.errors import Forbidden, Unauthenticated
+
+log = logging.getLogger(__name__)
+
+PUBLIC = "public"  # a route anyone may call
+INFER = "infer"
+ADMIN = "admin"
+_RANK = {PUBLIC: 0, INFER: 1, ADMIN: 2}
+IDENTITY = "modelserve.identity"  # the ASGI scope key of the authenticated Identity
+_MAX_VERIFIED = 10_000  # the verified-token cache is cleared when it grows past this
+
+
+class StoredKey(Protocol):
+    """What the authenticator reads of a key (the registry's KeyRecord)."""
+
+    @property
+    def key_id(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def role(self) -> str: ...
+    @property
+    def salt(self) -> str: ...
+    @property
+    def hash(self) -> str: ...
+    @property
+    def revoked_at(self) -> datetime | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who called: the key's id, name (the audit log's actor) and role."""
+
+    key_id: str
+    name: str
+    role: str
+
+
+class Authenticator:
+    """Checks tokens against the keys ``read_keys`` returns (every key, revoked ones included)."""
+
+    def __init__(
+        self,
+        read_keys: Callable[[], Sequence[StoredKey]],
+        *,
+        refresh_s: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._read_keys = read_keys
+        self._refresh_s = refresh_s
+        self._clock = clock
+        self._keys: dict[str, StoredKey] = {}
+        self._verified: dict[str, Identity] = {}
+        self._read_at: float | None = None
+
+    def identify(self, token: str | None) -> Identity:
+        """The identity of ``token``. Raises Unauthenticated. May block on a store read every
+        ``refresh_s`` seconds."""
+        self._refresh()
+        if not token:
+            raise Unauthenticated("this server needs an API key: send Authorization: Bearer <token>")
+        known = self._verified.get(token)
+        if known is not None:
+            return known
+        parts = apikeys.split(token)
+        key = None if parts is None else self._keys.get(parts[0])
+        if (
+            parts is None
+            or key is None
+            or key.revoked_at is not None
+            or not apikeys.matches(parts[1], key.salt, key.hash)
+        ):
+            raise Unauthenticated("the API key is not valid (unknown, malformed or revoked)")
+        if len(self._verified) >= _MAX_VERIFIED:
+            self._verified.clear()
+        identity = self._verified[token] = Identity(key.key_id, key.name, key.role)
+        return identity
+
+    def check(self, token: str | None, needed: str) -> Identity | None:
+        """The caller's identity if it may call something that needs role ``needed`` (None for a
+        public one). Raises Unauthenticated or Forbidden."""
+        if needed == PUBLIC:
+            return None
+        identity = self.identify(token)
+        if _RANK.get(identity.role, 0) < _RANK[needed]:
+            raise Forbidden(
+                f"API key {identity.key_id} ({identity.name!r}) has role {identity.role}; this needs {needed}"
+            )
+        return identity
+
+    def check_http(self, scope: dict[str, Any], needed: str) -> None:
+        """``check`` for an ASGI request; records the identity in ``scope[IDENTITY]``."""
+        scope[IDENTITY] = self.check(token_from(_pairs(scope["headers"])), needed)
+
+    def _refresh(self) -> None:
+        now = self._clock()
+        if self._read_at is not None and now - self._read_at < self._refresh_s:
+            return
+        self._read_at = now
+        try:
+            keys = {key.key_id: key for key in self._read_keys()}
+        except Exception:
+            log.exception("cannot read the API keys; the keys read before stay in force")
+            return
+        self._keys = keys
+        self._verified = {}  # a revoked key must not outlive this refresh
+
+
+def token_from(headers: Iterable[tuple[str, str]]) -> str | None:
+    """The token of ``Authorization: Bearer`` or ``X-API-Key`` (names lower case)."""
+    for name, value in headers:
+        if name == "authorization":
+            scheme, _, credentials = value.strip().partition(" ")
+            if scheme.lower() == "bearer" and credentials.strip():
+                return credentials.strip()
+        elif name == "x-api-key" and value.strip():
+            return value.strip()
+    return None
+
+
+def identity_of(scope: Mapping[str, Any]) -> Identity | None:
+    """The identity ``check_http`` recorded for a request, None without auth or on a public route."""
+    found = scope.get(IDENTITY)
+    return found if isinstance(found, Identity) else None
+
+
+def _pairs(headers: Iterable[tuple[bytes, bytes]]) -> Iterable[tuple[str, str]]:
+    return ((k.decode("latin-1"), v.decode("latin-1")) for k, v in headers)

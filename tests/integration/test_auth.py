@@ -3,11 +3,13 @@ dashboard's admin role and actor, revocation, and the refusal of an open admin A
 
 from __future__ import annotations
 
+import queue
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 import tritonclient.grpc as tg
 from click.testing import CliRunner
@@ -121,3 +123,25 @@ def test_an_open_admin_api_off_loopback_is_refused(tmp_path: Path) -> None:
     ServerConfig(tmp_path, host="::1", control_api=True)
     result = CliRunner().invoke(main, ["serve", str(tmp_path), "--host", "0.0.0.0", "--control-api", "on"])
     assert result.exit_code != 0 and "--allow-unauthenticated-admin" in result.output
+
+
+def _stream_once(srv: testing.run, headers: dict[str, str] | None) -> tuple[object, object]:
+    results: queue.Queue[tuple[object, object]] = queue.Queue()
+    client = tg.InferenceServerClient(srv.grpc_target)
+    client.start_stream(callback=lambda result, error: results.put((result, error)), headers=headers)
+    try:
+        x = tg.InferInput("x", [1, 3], "FP32")
+        x.set_data_from_numpy(np.array([[1, 2, 3]], dtype=np.float32))
+        client.async_stream_infer("adder", [x])
+        return results.get(timeout=30)
+    finally:
+        client.stop_stream()
+        client.close()
+
+
+def test_grpc_stream_needs_a_key(srv: testing.run, tokens: dict[str, str]) -> None:
+    result, error = _stream_once(srv, None)
+    assert result is None and isinstance(error, InferenceServerException)
+    assert error.status() == "StatusCode.UNAUTHENTICATED"
+    result, error = _stream_once(srv, _bearer(tokens["infer"]))
+    assert error is None and result is not None

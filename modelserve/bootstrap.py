@@ -107,7 +107,7 @@ def authenticator(config: ServerConfig, registry: RegistryStore | None) -> Authe
     if not config.auth:
         return None
     store = registry if registry is not None else RegistryStore(config.registry_url or default_url(config.repository))
-    return Authenticator(store.keys)
+    return Authenticator(store.keys, background=True)  # rereads off the event loop
 
 
 def payload_directory(repository: Path, configured: str | Path | None = None) -> Path:

@@ -8,16 +8,17 @@ and readiness; ``/metrics`` too when ``auth_metrics`` is off). A key is sent as
 (403, PERMISSION_DENIED). ``admin`` may do everything ``infer`` may.
 
 Cost on the hot path: keys are read from the store at most every ``refresh_s`` seconds (a
-revoked key stops working within that), and a verified token is remembered until the next
-refresh, so a request with a known token costs a dict lookup, not a hash. An unknown token costs
-a dict lookup of its key id, then one HMAC. If the store cannot be read, the keys read last stay
-in force (none before the first successful read: every request is refused), and the error is
-logged.
+revoked key stops working within that; in the server, in a background thread), and a verified
+token is remembered until the next refresh, so a request with a known token costs a dict lookup,
+not a hash. An unknown token costs a dict lookup of its key id, then one HMAC. If the store
+cannot be read, the keys read last stay in force (none before the first successful read: every
+request is refused), and the error is logged.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -72,7 +73,12 @@ class Authenticator:
         *,
         refresh_s: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
+        background: bool = False,
     ) -> None:
+        """``background``: rereads (all but the first) run in a thread, so that a request never
+        waits for the store (the server's choice; tests read synchronously)."""
+        self._background = background
+        self._reading = False
         self._read_keys = read_keys
         self._refresh_s = refresh_s
         self._clock = clock
@@ -123,7 +129,23 @@ class Authenticator:
         now = self._clock()
         if self._read_at is not None and now - self._read_at < self._refresh_s:
             return
+        first = self._read_at is None
         self._read_at = now
+        if self._background and not first:
+            if not self._reading:  # one reread at a time; requests meanwhile use the keys read last
+                self._reading = True
+                threading.Thread(target=self._reread, name="modelserve-auth-keys", daemon=True).start()
+            return
+        self._read()
+
+    def _reread(self) -> None:
+        try:
+            self._read()
+        finally:
+            self._reading = False
+
+    def _read(self) -> None:
+        """Replace the keys with the store's (both dicts swapped whole: readers need no lock)."""
         try:
             keys = {key.key_id: key for key in self._read_keys()}
         except Exception:

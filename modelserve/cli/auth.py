@@ -13,26 +13,19 @@ from pathlib import Path
 
 import click
 
-from modelserve.cli.options import repository_option
-from modelserve.cli.registry import Context, _default_actor
+from modelserve.cli.options import default_actor, registry_options
+from modelserve.cli.registry import Context
 from modelserve.config import apikeys
 from modelserve.errors import ModelServeError
 from modelserve.repository.registry import RegistryStore, default_url
 
 
 @click.group()
-@repository_option("The model repository whose registry holds the keys.")
-@click.option(
-    "--url",
-    envvar="MODELSERVE_REGISTRY_URL",
-    default=None,
-    help="The registry database. [default: sqlite:///REPOSITORY/.modelserve/registry.db]",
-)
-@click.option("--actor", default=None, help="Who to record in the audit log. [default: user@host]")
+@registry_options("The model repository whose registry holds the keys.")
 @click.pass_context
 def auth(ctx: click.Context, repository: Path, url: str | None, actor: str | None) -> None:
     """API keys for a server started with --auth on: roles infer and admin."""
-    ctx.obj = Context(repository, url or default_url(repository), actor or _default_actor())
+    ctx.obj = Context(repository, url or default_url(repository), actor or default_actor())
 
 
 @contextmanager

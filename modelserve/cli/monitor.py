@@ -16,8 +16,7 @@ import click
 import httpx
 
 from modelserve.bootstrap import decode_sample
-from modelserve.cli.options import repository_option
-from modelserve.cli.registry import _default_actor
+from modelserve.cli.options import default_actor, repository_option
 from modelserve.cli.traffic import DEFAULT_URL, Failed
 from modelserve.config.model import load_model_config
 from modelserve.errors import ModelServeError
@@ -85,7 +84,7 @@ def profile(
             seed=seed,
         )
         with RegistryStore(url or default_url(repository)) as store:
-            store.set_profile(name, number, built.to_dict(), actor=actor or _default_actor(), source=data.name)
+            store.set_profile(name, number, built.to_dict(), actor=actor or default_actor(), source=data.name)
     except ModelServeError as exc:
         raise click.ClickException(exc.message) from None
     names = ", ".join(built.feature_names)

@@ -7,11 +7,9 @@ unless ``--url`` names another database; every write is recorded in the audit lo
 
 from __future__ import annotations
 
-import getpass
 import hashlib
 import json
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -25,7 +23,7 @@ import click
 import yaml
 
 from modelserve import __version__
-from modelserve.cli.options import repository_option
+from modelserve.cli.options import default_actor, registry_options
 from modelserve.core.registration import Inspection, register
 from modelserve.errors import ModelServeError
 from modelserve.repository.registry import AuditEntry, RegisteredVersion, RegistryStore, Stage, default_url
@@ -40,27 +38,12 @@ class Context:
     actor: str
 
 
-def _default_actor() -> str:
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "unknown"
-    return f"{user}@{socket.gethostname()}"
-
-
 @click.group()
-@repository_option("The model repository the registry belongs to (registered versions are copied there).")
-@click.option(
-    "--url",
-    envvar="MODELSERVE_REGISTRY_URL",
-    default=None,
-    help="The registry database. [default: sqlite:///REPOSITORY/.modelserve/registry.db]",
-)
-@click.option("--actor", default=None, help="Who to record in the audit log. [default: user@host]")
+@registry_options("The model repository the registry belongs to (registered versions are copied there).")
 @click.pass_context
 def registry(ctx: click.Context, repository: Path, url: str | None, actor: str | None) -> None:
     """The model registry: versions, stages, checksums and an audit log."""
-    ctx.obj = Context(repository, url or default_url(repository), actor or _default_actor())
+    ctx.obj = Context(repository, url or default_url(repository), actor or default_actor())
 
 
 @contextmanager

@@ -20,7 +20,7 @@ import click
 import httpx
 import yaml
 
-from modelserve.cli.registry import _default_actor
+from modelserve.cli.options import default_actor
 from modelserve.config.server import ServerConfig
 
 _DEFAULTS = {f.name: f.default for f in fields(ServerConfig)}
@@ -90,7 +90,7 @@ def set_command(
 ) -> None:
     """Override the traffic policy of MODEL (its config.yaml's traffic: section) until cleared."""
     policy = _policy(policy_file, json_policy)
-    body = {"policy": policy, "reason": reason, "actor": actor or _default_actor()}
+    body = {"policy": policy, "reason": reason, "actor": actor or default_actor()}
     doc = _request("PUT", url, model, body)
     click.echo(f"{doc.get('model', model)}: traffic policy overridden ({_kind(doc.get('policy'))})")
 
@@ -101,7 +101,7 @@ def set_command(
 @_url_option
 def clear(model: str, actor: str | None, reason: str, url: str) -> None:
     """Remove the override of MODEL: its config.yaml's traffic: section (if any) applies again."""
-    doc = _request("DELETE", url, model, {"reason": reason, "actor": actor or _default_actor()})
+    doc = _request("DELETE", url, model, {"reason": reason, "actor": actor or default_actor()})
     now = "none" if doc.get("source") == "none" else f"{_kind(doc.get('policy'))} from config.yaml"
     click.echo(f"{doc.get('model', model)}: traffic override cleared; policy now {now}")
 

@@ -19,9 +19,10 @@ import numpy as np
 
 from modelserve.config.model import ModelConfig
 from modelserve.core import warmup
+from modelserve.core.columns import column_map, gather
 from modelserve.core.loading import load_version
-from modelserve.errors import ConfigError, InvalidInput
-from modelserve.types import DATATYPES, InferInput, InferRequest, Signature
+from modelserve.errors import ConfigError
+from modelserve.types import InferInput, InferRequest, Signature
 
 if TYPE_CHECKING:
     from modelserve.monitoring.profile import Profile
@@ -72,49 +73,29 @@ def profile_version(
 
     loaded = load_version(version_dir, label, config, trust_code=trust_code, decode_sample=decode_sample)
     try:
-        inputs, names = _inputs(loaded.signature, table, columns, label)
+        inputs, names = table_inputs(loaded.signature, table, columns, label)
         rows = len(next(iter(inputs.values())))
         if rows > predict_rows:
             chosen = np.sort(np.random.default_rng(seed).choice(rows, size=predict_rows, replace=False))
             inputs = {name: values[chosen] for name, values in inputs.items()}
-        outputs = _predict(loaded, inputs)
+        outputs = predict_all(loaded, inputs)
     finally:
         loaded.runtime.unload()
     return build_profile(inputs, outputs, feature_names=names, categorical=categorical, seed=seed)
 
 
-def _inputs(
+def table_inputs(
     signature: Signature, table: Any, columns: Sequence[str] | None, label: str
 ) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:
-    specs = signature.inputs
-    if len(specs) == 1 and len(specs[0].shape) == 2:
-        spec = specs[0]
-        chosen = list(columns) if columns else [str(c) for c in table.columns]
-        missing = [c for c in chosen if c not in table.columns]
-        if missing:
-            raise InvalidInput(f"columns {missing} are not in the data; it has {[str(c) for c in table.columns]}")
-        width = spec.shape[1]
-        if width != -1 and width != len(chosen):
-            raise InvalidInput(
-                f"model {label} input {spec.name!r} takes {width} columns, the data gives {len(chosen)}: "
-                "choose them with --columns"
-            )
-        data = table[chosen].to_numpy().astype(DATATYPES[spec.datatype])
-        return {spec.name: data}, {spec.name: chosen}
-    inputs = {}
-    for spec in specs:
-        if spec.name not in table.columns:
-            raise InvalidInput(
-                f"model {label} has inputs {[s.name for s in specs]}: each must be a column of the data, "
-                f"and {spec.name!r} is not"
-            )
-        if len(spec.shape) != 1:
-            raise InvalidInput(f"model {label} input {spec.name!r} has shape {list(spec.shape)}: a column fills [N]")
-        inputs[spec.name] = table[spec.name].to_numpy().astype(DATATYPES[spec.datatype])
-    return inputs, {}
+    """The model's inputs from a DataFrame's columns (core/columns.py's rule), and the column names
+    of each stacked (2-D) input: its features' names. Raises InvalidInput."""
+    names = [str(c) for c in table.columns]
+    mapping = column_map(signature, names, columns, label)
+    inputs = gather(signature, mapping, lambda name: table[name].to_numpy())
+    return inputs, {name: mapping.sources[name] for name in mapping.stacked}
 
 
-def _predict(loaded: Any, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def predict_all(loaded: Any, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The version's public outputs on every row, computed in batches of BATCH_ROWS."""
     rows = len(next(iter(inputs.values())))
     plan = next(iter(loaded.plans.values()))

@@ -28,7 +28,7 @@ from modelserve.config.model import ModelConfig
 from modelserve.core import warmup
 from modelserve.core.loading import load_version
 from modelserve.errors import ConfigError, InvalidInput
-from modelserve.monitoring.profiling import _inputs, _predict
+from modelserve.monitoring.profiling import predict_all, table_inputs
 from modelserve.repository.precomputed import Layout, OutputLayout, PrecomputedTable, encode_outputs
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ def precompute(
         clash = [s.name for s in loaded.signature.outputs if s.name in RESERVED_OUTPUTS]
         if clash:
             raise InvalidInput(f"model {label} has outputs named {clash}: the precomputed runtime reserves them")
-        inputs, _ = _inputs(loaded.signature, features, columns, label)
+        inputs, _ = table_inputs(loaded.signature, features, columns, label)
         layout = Layout(
             key_datatype, tuple(OutputLayout(s.name, s.datatype, s.shape) for s in loaded.signature.outputs)
         )
@@ -83,7 +83,7 @@ def precompute(
             key_values = keys.to_numpy()
             for start in range(0, len(data), batch_rows):
                 chunk = {name: values[start : start + batch_rows] for name, values in inputs.items()}
-                outputs = _predict(loaded, chunk)
+                outputs = predict_all(loaded, chunk)
                 rows = _rows(key_values[start : start + batch_rows], key_datatype, outputs)
                 written += target.write(number, key_datatype, model, version, rows)
             target.switch(number)

@@ -22,12 +22,14 @@ from modelserve.repository.registry.errors import RegistryConflict
 from modelserve.repository.registry.records import (
     AuditAction,
     AuditEntry,
+    KeyRecord,
     ModelSummary,
+    ProfileRecord,
     RegisteredVersion,
     RoutingRecord,
     Stage,
 )
-from modelserve.repository.registry.schema import AuditRow, ModelRow, RoutingRow, VersionRow
+from modelserve.repository.registry.schema import ApiKeyRow, AuditRow, ModelRow, ProfileRow, RoutingRow, VersionRow
 
 
 def lock_model(session: Session, name: str, *, create_at: datetime | None = None) -> ModelRow:
@@ -219,4 +221,28 @@ def summary(model: ModelRow, versions: list[tuple[int, str]]) -> ModelSummary:
         latest_version=versions[-1][0] if versions else None,
         production=production[0] if production else None,
         staging=tuple(number for number, stage in versions if stage == Stage.STAGING.value),
+    )
+
+
+def profile_record(row: ProfileRow) -> ProfileRecord:
+    return ProfileRecord(
+        model=row.model,
+        version=row.version,
+        profile=dict(row.profile),
+        source=row.source,
+        created_at=row.created_at,
+        created_by=row.created_by,
+    )
+
+
+def key_record(row: ApiKeyRow) -> KeyRecord:
+    return KeyRecord(
+        key_id=row.key_id,
+        name=row.name,
+        role=row.role,
+        salt=row.salt,
+        hash=row.hash,
+        created_at=row.created_at,
+        created_by=row.created_by,
+        revoked_at=row.revoked_at,
     )

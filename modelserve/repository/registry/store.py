@@ -293,7 +293,7 @@ class RegistryStore:
             details = {"source": source, "features": len(document.get("features", []))}
             rows.audit(session, now, actor, AuditAction.PROFILE, name, number, "", details=details)
             session.flush()
-            return _profile_record(row)
+            return rows.profile_record(row)
 
     def create_key(self, name: str, role: str, *, actor: str) -> tuple[str, str]:
         """Create an API key with ``role`` (``infer`` or ``admin``); returns (key id, token).
@@ -334,7 +334,7 @@ class RegistryStore:
             session.flush()
             details = {"key_id": key_id, "name": row.name, "role": row.role}
             rows.audit(session, now, actor, AuditAction.KEY_REVOKED, "", None, reason, details=details)
-            return _key_record(row)
+            return rows.key_record(row)
 
     # -- reads --------------------------------------------------------------------------------
 
@@ -342,13 +342,13 @@ class RegistryStore:
         """Every API key, revoked ones included, oldest first."""
         with self._transaction("read API keys") as session:
             query = select(ApiKeyRow).order_by(ApiKeyRow.created_at, ApiKeyRow.key_id)
-            return [_key_record(row) for row in session.scalars(query)]
+            return [rows.key_record(row) for row in session.scalars(query)]
 
     def key(self, key_id: str) -> KeyRecord | None:
         """API key ``key_id``, None if there is none."""
         with self._transaction(f"read API key {key_id!r}") as session:
             row = session.get(ApiKeyRow, key_id)
-            return None if row is None else _key_record(row)
+            return None if row is None else rows.key_record(row)
 
     def profile(self, name: str, version: int) -> ProfileRecord | None:
         """The reference profile of ``name`` version ``version``, None if none was stored."""
@@ -356,7 +356,7 @@ class RegistryStore:
         number = check.version_number(version, name)
         with self._transaction(f"read the profile of model {name!r} version {number}") as session:
             row = session.get(ProfileRow, (name, number))
-            return None if row is None else _profile_record(row)
+            return None if row is None else rows.profile_record(row)
 
     def profiled(self) -> dict[tuple[str, int], datetime]:
         """When each stored profile was written, by (model, version): cheap to poll."""
@@ -462,27 +462,3 @@ def _database_errors(operation: str) -> Iterator[None]:
         lines = str(cause).strip().splitlines()
         problem = lines[0] if lines else type(cause).__name__
         raise RegistryError(f"{operation}: database error: {problem}") from exc
-
-
-def _profile_record(row: ProfileRow) -> ProfileRecord:
-    return ProfileRecord(
-        model=row.model,
-        version=row.version,
-        profile=dict(row.profile),
-        source=row.source,
-        created_at=row.created_at,
-        created_by=row.created_by,
-    )
-
-
-def _key_record(row: ApiKeyRow) -> KeyRecord:
-    return KeyRecord(
-        key_id=row.key_id,
-        name=row.name,
-        role=row.role,
-        salt=row.salt,
-        hash=row.hash,
-        created_at=row.created_at,
-        created_by=row.created_by,
-        revoked_at=row.revoked_at,
-    )

@@ -67,6 +67,26 @@ class Cache:
     max_bytes: int = DEFAULT_CACHE_BYTES
 
 
+DEFAULT_MAX_QUEUE = 512
+DEFAULT_TIMEOUT_S = 60.0
+DEFAULT_LOAD_TIMEOUT_S = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Backpressure and timeouts of one model (core/admission.py).
+
+    ``max_queue``: requests of one version that may wait for a runtime call; one more gets 429
+    (gRPC RESOURCE_EXHAUSTED) with ``Retry-After`` at once. ``timeout_s``: per request, queueing
+    included; past it the client gets 504 (DEADLINE_EXCEEDED) and a call still running is abandoned
+    and its instance recycled. ``load_timeout_s``: a load still running after it fails the version.
+    0 turns a timeout off."""
+
+    max_queue: int = DEFAULT_MAX_QUEUE
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    load_timeout_s: float = DEFAULT_LOAD_TIMEOUT_S
+
+
 @dataclass(frozen=True, slots=True)
 class PayloadLog:
     """Payload logging of this model's requests (telemetry/payloads.py); off unless ``enabled``."""
@@ -104,6 +124,7 @@ class ModelConfig:
     batching: Batching = Batching()
     cache: Cache = Cache()
     payload_log: PayloadLog = PayloadLog()
+    limits: Limits = Limits()
     instances: int = 0  # runtime calls of one version that may run at once; 0: one per inference thread
     processes: int = 0  # run the model in this many worker processes (core/processes.py); 0: in the server
     trusted: bool = False  # allow pickle/joblib artifacts, which can run arbitrary code
@@ -121,7 +142,7 @@ DEFAULT = ModelConfig()
 
 _KEYS = {
     "runtime", "artifact", "signature", "default_version", "version_policy", "version_labels", "warmup",
-    "batching", "instances", "processes", "cache", "payload_log", "device", "trusted",
+    "batching", "instances", "processes", "cache", "payload_log", "limits", "device", "trusted",
     "trusted_types", "threads", "metadata", "parameters", "traffic", "monitoring",
 }  # fmt: skip
 
@@ -153,6 +174,7 @@ def parse_model_config(raw: object, where: str) -> ModelConfig:
         batching=_batching(doc.get("batching"), where),
         cache=_cache(doc.get("cache"), where),
         payload_log=_payload_log(doc.get("payload_log"), where),
+        limits=_limits(doc.get("limits"), where),
         instances=_opt_int(doc, "instances", where, minimum=1) or 0,
         processes=_opt_int(doc, "processes", where, minimum=1) or 0,
         trusted=_bool(doc, "trusted", where),
@@ -291,6 +313,26 @@ def _payload_log(value: object, where: str) -> PayloadLog:
         raise ConfigError(f"{where}: payload_log.sample must be a number from 0 to 1, got {sample!r}")
     redact = tuple(_str_list(doc.get("redact", []), where, "payload_log.redact"))
     return PayloadLog(enabled=True, sample=float(sample), redact=redact)
+
+
+def _limits(value: object, where: str) -> Limits:
+    if value is None:
+        return Limits()
+    doc = _mapping(value, where, "limits")
+    keys = ("max_queue", "timeout_s", "load_timeout_s")
+    unknown = sorted(set(doc) - set(keys))
+    if unknown:
+        raise ConfigError(f"{where}: limits has unknown key(s) {unknown}; expected {', '.join(keys)}")
+    max_queue = doc.get("max_queue", DEFAULT_MAX_QUEUE)
+    if isinstance(max_queue, bool) or not isinstance(max_queue, int) or max_queue < 0:
+        raise ConfigError(f"{where}: limits.max_queue must be an integer >= 0, got {max_queue!r}")
+    seconds = {}
+    for key, default in (("timeout_s", DEFAULT_TIMEOUT_S), ("load_timeout_s", DEFAULT_LOAD_TIMEOUT_S)):
+        value = doc.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise ConfigError(f"{where}: limits.{key} must be a number of seconds >= 0 (0: none), got {value!r}")
+        seconds[key] = float(value)
+    return Limits(max_queue, seconds["timeout_s"], seconds["load_timeout_s"])
 
 
 def _device(value: object, where: str) -> str:

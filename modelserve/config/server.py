@@ -19,6 +19,15 @@ class ServerConfig:
     http_port: int = 8080  # 0 binds an ephemeral port; the bound port is logged
     grpc_port: int = 8081  # 0 binds an ephemeral port; the bound port is logged
     max_request_bytes: int = 64 * 1024 * 1024  # larger REST bodies get 413, larger gRPC messages RESOURCE_EXHAUSTED
+    # request limits (server/limits.py): elements over all input tensors of one request (413 /
+    # RESOURCE_EXHAUSTED), nesting of a JSON body (400), and request headers (431; gRPC metadata)
+    max_tensor_elements: int = 1 << 24
+    max_json_depth: int = 32
+    max_header_bytes: int = 16 * 1024
+    max_headers: int = 100
+    # on SIGTERM: readiness false and new requests 503 at once, in-flight ones finish for up to this
+    # many seconds, then the process exits 0; a second signal exits at once
+    shutdown_grace_s: float = 30.0
     control_api: bool = False  # the repository load/unload endpoints (admin operations)
     trust_code: bool = False  # load models given as Python code (model.py), which run with the server's rights
     # seconds between polls of the repository for changed, new and removed models (hot reload); 0: off
@@ -60,6 +69,7 @@ class ServerConfig:
     # one too. Off by default. On a non-loopback host, the control API without auth is refused
     # unless allow_unauthenticated_admin is set.
     auth: bool = False
+    auth_keys_file: str = ""  # also accept the (hashed) keys listed in this YAML file
     auth_metrics: bool = True
     allow_unauthenticated_admin: bool = False
 
@@ -70,6 +80,11 @@ class ServerConfig:
                 raise ConfigError(f"{name} must be between 0 and 65535, got {port}")
         if self.max_request_bytes < 1:
             raise ConfigError(f"max_request_bytes must be >= 1, got {self.max_request_bytes}")
+        for name in ("max_tensor_elements", "max_json_depth", "max_header_bytes", "max_headers"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.shutdown_grace_s < 0:
+            raise ConfigError(f"shutdown_grace_s must be >= 0 seconds, got {self.shutdown_grace_s}")
         if self.watch_interval < 0:
             raise ConfigError(f"watch_interval must be >= 0 seconds, got {self.watch_interval}")
         if self.stage not in ("production", "staging"):

@@ -124,10 +124,14 @@ def _cast(name: str, datatype: str, dtype: np.dtype[Any], array: np.ndarray) -> 
         raise _wrong(name, datatype, kind, "numbers")
     # FP32 can hold any int64 in range, FP16 cannot (max 65504); floats may exceed either
     if dtype.itemsize < 8 and (kind == "f" or dtype.itemsize == 2):
-        limit = float(np.finfo(dtype).max)
+        top = np.finfo(dtype).max
+        limit = float(top)
+        # values below max + half a unit in the last place round to max, not to infinity: the
+        # shortest text of FP32's max, "3.4028235e+38", is above max as a float64 and still fits
+        overflow = limit + (limit - float(np.nextafter(top, top.dtype.type(0)))) / 2
         # min/max in the array's own dtype: no float64 copy (NaN compares false, and passes)
         peak = max(abs(float(array.max())), abs(float(array.min())))
-        if peak > limit and math.isfinite(peak):
+        if peak >= overflow and math.isfinite(peak):
             raise InvalidInput(f"input {name!r}: value {peak} is out of range for {datatype} (max {limit})")
     return array.astype(dtype, copy=False)
 

@@ -181,7 +181,8 @@ def encode_predict_response(response: InferResponse, rows: bool) -> bytes:
 
 def _json_value(array: np.ndarray) -> Any:
     if array.dtype.kind != "O":
-        return np.ascontiguousarray(array)
+        # a scalar output is a JSON scalar: ascontiguousarray would make it a 1-element list
+        return np.ascontiguousarray(array) if array.ndim else array.tolist()
     return np.vectorize(_text, otypes=[object])(array).tolist() if array.size else array.tolist()
 
 

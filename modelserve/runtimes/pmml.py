@@ -25,9 +25,11 @@ only the server, which drains requests (the JVM still serving them) before it ex
 options are pypmml's: ``JAVA_OPTS`` (e.g. ``-Xmx2g``). Java 8 or newer must be on the PATH.
 
 XML safety: PMML4S's parser resolves external entities (it reads files and fetches URLs named in
-a DOCTYPE). The document is therefore read once here, must be UTF-8, and is parsed with expat
-first, refusing any DOCTYPE or entity declaration before anything is expanded (defusedxml's
-``forbid_dtd`` rule, without the dependency); the very same text then goes to PMML4S.
+a DOCTYPE). The document is therefore read once here, must be UTF-8, and is parsed first with
+defusedxml (a dependency of the ``pmml`` extra: expat behind SAX, building no tree), which
+refuses any DOCTYPE, entity declaration or external reference before anything is expanded or
+fetched (``forbid_dtd``, ``forbid_entities``, ``forbid_external``); the very same text then goes
+to PMML4S. PMML needs no DOCTYPE, so nothing legitimate is lost.
 
 Threads: PMML4S has no thread knob, so ``threads`` in config.yaml is ignored. A request is scored
 on the JVM thread that serves its Py4J connection; Py4J gives each calling thread its own
@@ -44,10 +46,10 @@ import os
 import shutil
 import subprocess
 import threading
-import xml.parsers.expat
+import xml.sax
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any, NoReturn
+from typing import IO, Any
 
 import numpy as np
 import orjson
@@ -119,33 +121,39 @@ class PmmlRuntime:
 
 
 def checked_xml(artifact: Path) -> str:
-    """The artifact's text, once expat has parsed it and found no DOCTYPE or entity declaration.
+    """The artifact's text, once defusedxml has parsed it and found no DOCTYPE, entity or external reference.
 
-    Raises LoadError naming what is wrong. Nothing the document names is read or fetched.
+    Raises LoadError naming the file and what is wrong. Nothing the document names is read or fetched.
     """
+    try:
+        # no stubs, and pyproject's list of untyped modules is not this module's to edit
+        import defusedxml.sax  # type: ignore[import-untyped]
+        from defusedxml import DefusedXmlException
+    except ImportError:
+        raise missing_extra("defusedxml", "pmml") from None
     try:
         text = artifact.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise LoadError(
             f"{artifact.name}: a PMML file must be UTF-8 encoded XML ({exc.reason} at byte {exc.start})"
         ) from None
-    parser = xml.parsers.expat.ParserCreate()
-    parser.SetParamEntityParsing(xml.parsers.expat.XML_PARAM_ENTITY_PARSING_NEVER)
-
-    def refuse(*_: object) -> NoReturn:
-        raise LoadError(
-            f"{artifact.name}: the document has a DOCTYPE or entity declaration (line {parser.CurrentLineNumber}); "
-            "PMML needs none, and they can make an XML parser read files or URLs, so it is refused"
-        )
-
-    parser.StartDoctypeDeclHandler = refuse
-    parser.EntityDeclHandler = refuse
-    parser.UnparsedEntityDeclHandler = refuse
-    parser.ExternalEntityRefHandler = refuse
     try:
-        parser.Parse(text, True)
-    except xml.parsers.expat.ExpatError as exc:
-        raise LoadError(f"{artifact.name}: not well-formed XML: {exc}") from None
+        defusedxml.sax.parseString(
+            text.encode("utf-8"),
+            xml.sax.handler.ContentHandler(),  # no handlers: the parse only checks
+            forbid_dtd=True,
+            forbid_entities=True,
+            forbid_external=True,
+        )
+    except DefusedXmlException as exc:
+        raise LoadError(
+            f"{artifact.name}: the document has a DOCTYPE or entity declaration ({exc}); PMML needs none, "
+            "and they can make an XML parser read local files or URLs (external entities), so it is refused"
+        ) from None
+    except xml.sax.SAXParseException as exc:
+        raise LoadError(
+            f"{artifact.name}: not well-formed XML: {exc.getMessage()} at line {exc.getLineNumber()}"
+        ) from None
     return text
 
 

@@ -10,6 +10,11 @@ with a dtype that has no protocol datatype (bfloat16, complex, resource...) is l
 warning; if that is the default one, the model fails to load, naming the tensor. An input of
 unknown rank is reported with shape ``[]``: give its shape in config.yaml.
 
+Assets: a SavedModel names each asset file by a string in ``saved_model.pb``, and TensorFlow
+joins it to ``assets/`` with ``os.path.join``, so an absolute name (or ``..``) would read any file
+the server can read, and a model could serve its contents. Before TensorFlow loads the model,
+every asset name must lie inside ``assets/`` (:func:`~modelserve.runtimes._paths.confined`).
+
 Threads: TensorFlow's intra-op and inter-op pools are process-wide and can be sized only before
 TensorFlow initialises. The first TensorFlow model to load sizes both from its ``threads``
 (default 1); a later model asking for another count runs on the same pools, with a warning. If
@@ -35,6 +40,7 @@ import numpy as np
 
 from modelserve.config.model import ModelConfig
 from modelserve.errors import LoadError
+from modelserve.runtimes._paths import confined
 from modelserve.runtimes.base import DEFAULT_SIGNATURE, missing_extra
 from modelserve.types import Signature, TensorSpec
 
@@ -75,6 +81,7 @@ class TensorFlowRuntime:
         tf = _import_tensorflow()
         directory = artifact.parent
         _size_thread_pools(tf, config.threads, directory)
+        _check_assets(artifact)
         try:
             model = tf.saved_model.load(str(directory))
         except Exception as exc:  # TensorFlow raises OSError, DecodeError, ValueError... for bad files
@@ -119,6 +126,22 @@ class TensorFlowRuntime:
         # reference cycles: collect them now rather than at some later collection. (Objects that
         # the server froze with gc.freeze() after its initial load are beyond any collection.)
         gc.collect()
+
+
+def _check_assets(artifact: Path) -> None:
+    """Refuse a SavedModel that names an asset outside its ``assets/`` directory. Raises LoadError."""
+    from google.protobuf.message import DecodeError
+
+    # by import_module, as tensorflow itself is (no stubs; and this module is named tensorflow too)
+    proto = importlib.import_module("tensorflow.core.protobuf.saved_model_pb2").SavedModel()
+    try:
+        proto.ParseFromString(artifact.read_bytes())
+    except (OSError, DecodeError):  # tf.saved_model.load then reports the damaged file in its own words
+        return
+    for graph in proto.meta_graphs:
+        for asset in graph.asset_file_def:
+            what = f"{artifact.name}: asset {asset.tensor_info.name!r}"
+            confined(artifact.parent / "assets", asset.filename, what=what)
 
 
 def _import_tensorflow() -> Any:

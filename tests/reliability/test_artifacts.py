@@ -5,6 +5,8 @@ One real server over one repository holding, beside a good model of every instal
 - ONNX models whose external data lies inside the version directory (served) or escapes it by an
   absolute path, ``..``, a symlink, or onnxruntime's in-memory marker (FAILED, naming the file and
   the location);
+- TensorFlow SavedModels whose asset lies in ``assets/`` (served) or is named by an absolute path
+  or ``..`` pointing at a local secret (FAILED; the secret never appears in a response);
 - PMML documents that declare external entities reading a local secret (FAILED; the secret never
   appears in a response);
 - for every format, a truncated, a random and an empty artifact (FAILED, naming the file or the
@@ -13,6 +15,7 @@ One real server over one repository holding, beside a good model of every instal
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import pickle
 import random
@@ -48,6 +51,10 @@ WEIGHTS = np.array([0.5, 1.5, 2.5], dtype=np.float32)
 # ONNX models whose external data escapes the version directory, by the way each one escapes
 ESCAPES = ("absolute", "dotdot", "symlink", "memory-marker")
 # PMML documents that try to read the secret: an inline external entity, an external DTD
+# SavedModels whose asset names escape assets/ (TensorFlow alone would read the secret)
+HAS_TF = importlib.util.find_spec("tensorflow") is not None
+TF_ESCAPES = ("absolute", "dotdot") if HAS_TF else ()
+ASSET_TEXT = "an asset inside the version directory"
 XXE = {
     "pmml-xxe-entity": '<!DOCTYPE PMML [<!ENTITY xxe SYSTEM "file://{secret}">]>',
     "pmml-xxe-dtd": '<!DOCTYPE PMML SYSTEM "file://{secret}">',
@@ -76,6 +83,8 @@ def repo(tmp_path_factory: pytest.TempPathFactory, secret: Path) -> Path:
             _corrupt_copy(out, model, kind)
     _onnx_external(out, secret.parent)
     _pmml_xxe(out, secret)
+    if HAS_TF:
+        _tf_assets(out, secret)
     return out
 
 
@@ -115,6 +124,25 @@ def test_external_data_outside_the_version_directory_fails(
     assert client.get(f"/v2/models/{name}/ready").status_code == 503
     assert client.post(f"/v2/models/{name}/infer", json={}).status_code in (400, 503)
     _iris_still_serves(client)
+
+
+@pytest.mark.skipif(not HAS_TF, reason="tensorflow is not installed")
+def test_savedmodel_asset_inside_assets_serves(client: httpx.Client, index: dict[str, Any]) -> None:
+    assert index["tf-asset"]["state"] == "READY", index["tf-asset"]
+    served = _infer(client, "tf-asset", {"x": np.array([1.0, 2.0], dtype=np.float32)})
+    assert [_text(v) for v in served["text"]] == [ASSET_TEXT] * 2
+
+
+@pytest.mark.parametrize("escape", TF_ESCAPES)
+def test_savedmodel_asset_outside_assets_fails_and_never_shows_the_secret(
+    client: httpx.Client, index: dict[str, Any], repo: Path, escape: str
+) -> None:
+    name = f"tf-asset-{escape}"
+    row, location = index[name], (repo / name / "location.txt").read_text()
+    assert row["state"] == "FAILED", row
+    assert "saved_model.pb" in row["reason"] and repr(location) in row["reason"], row
+    response = client.post(f"/v2/models/{name}/infer", json={"inputs": [_json_tensor("x", np.ones(1, np.float32))]})
+    assert response.status_code == 503 and SECRET not in response.text
 
 
 # --- PMML external entities ------------------------------------------------------------------
@@ -191,7 +219,7 @@ def test_trusted_pickles_answer_as_the_estimator_does(client: httpx.Client, mode
 def test_the_server_is_alive_after_every_failure(client: httpx.Client, index: dict[str, Any]) -> None:
     assert client.get("/v2/health/live").status_code == 200
     failed = {name for name, row in index.items() if row["state"] == "FAILED"}
-    expected = {*CORRUPT_MODELS, *(f"onnx-external-{e}" for e in ESCAPES), *XXE}
+    expected = {*CORRUPT_MODELS, *(f"onnx-external-{e}" for e in ESCAPES), *XXE, *(f"tf-asset-{e}" for e in TF_ESCAPES)}
     assert failed == expected
     _iris_still_serves(client)
 
@@ -304,3 +332,36 @@ def _pmml_xxe(out: Path, secret: Path) -> None:
         if "ENTITY" in doctype:
             body = body.replace("<Application ", "<Annotation>&xxe;</Annotation><Application ", 1)
         (out / name / "1" / "model.pmml").write_text(f"{head}\n{doctype.format(secret=secret)}\n{body}")
+
+
+def _tf_assets(out: Path, secret: Path) -> None:
+    """``tf-asset``: a SavedModel that returns its asset file's text; ``tf-asset-<escape>``: the
+    same with the asset's name in saved_model.pb pointing at the secret."""
+    import tensorflow as tf
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    source = out / "tf-asset.txt"
+    source.write_text(ASSET_TEXT)
+
+    class Reader(tf.Module):
+        def __init__(self) -> None:
+            self.asset = tf.saved_model.Asset(str(source))
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32)])
+        def serve(self, x: Any) -> Any:
+            return {"text": tf.fill(tf.shape(x), tf.io.read_file(self.asset))}
+
+    module = Reader()
+    tf.saved_model.save(module, str(out / "tf-asset" / "1"), signatures={"serving_default": module.serve})
+    source.unlink()
+    for escape in TF_ESCAPES:
+        target = out / f"tf-asset-{escape}"
+        shutil.copytree(out / "tf-asset", target)
+        graph = target / "1" / "saved_model.pb"
+        location = str(secret) if escape == "absolute" else os.path.relpath(secret, target / "1" / "assets")
+        proto = saved_model_pb2.SavedModel.FromString(graph.read_bytes())
+        for meta in proto.meta_graphs:
+            for asset in meta.asset_file_def:
+                asset.filename = location
+        graph.write_bytes(proto.SerializeToString())
+        (target / "location.txt").write_text(location)

@@ -19,8 +19,9 @@ from modelserve.routing.graph import GraphComposer
 from modelserve.routing.router import Router
 from modelserve.server.auth import Authenticator
 from modelserve.server.dashboard import Audit, Dashboard, Roles, Sampler, Views
+from modelserve.server.gate import Gate
 from modelserve.server.grpc.service import GrpcService
-from modelserve.server.http.app import HttpApp
+from modelserve.server.http.app import HttpApp, HttpLimits
 from modelserve.server.http.explain import ExplainEndpoints
 from modelserve.server.http.monitoring import MonitoringEndpoints
 from modelserve.server.http.precomputed import PrecomputedEndpoints
@@ -55,6 +56,7 @@ def build_server(config: ServerConfig) -> Server:
         record_stats=config.metrics,
     )
     manager.composer = GraphComposer(manager, trust_code=config.trust_code)
+    manager.max_request_elements = config.max_tensor_elements
     # mirrored requests may use half the inference threads at most: the callers keep the rest
     router = Router(manager, routing_store(config, registry), max_shadows=max(1, pool.threads // 2))
     metrics = Metrics(manager, Path(config.stats_dir) if config.stats_dir else None)
@@ -77,8 +79,11 @@ def build_server(config: ServerConfig) -> Server:
         + TfServingEndpoints(manager, observer, router).routes()
         + dashboard.routes()
     )
-    grpc_handler = GrpcService(manager, config.control_api, observer, metrics, router, auth).handler()
-    server = Server(config, manager, pool, HttpApp(routes, config.max_request_bytes, auth), grpc_handler, metrics)
+    gate = Gate()  # closed on shutdown: new requests 503, those in flight finish
+    grpc_handler = GrpcService(manager, config.control_api, observer, metrics, router, auth, gate).handler()
+    limits = HttpLimits(config.max_request_bytes, config.max_json_depth, config.max_headers, config.max_header_bytes)
+    server = Server(config, manager, pool, HttpApp(routes, limits, auth, gate), grpc_handler, metrics)
+    server.gate = gate
     server.tracing = tracing
     server.router = router
     metrics.router = router

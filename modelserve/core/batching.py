@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from modelserve.core.admission import HUNG_GRACE_S, set_call_deadline
 from modelserve.core.pool import Pool
 from modelserve.core.stats import VersionStats
 from modelserve.errors import DeadlineExceeded
@@ -42,6 +43,8 @@ log = logging.getLogger(__name__)
 
 # rows of the runtime call that answered this task's last request (the access log reports it)
 batch_rows: ContextVar[int] = ContextVar("batch_rows", default=0)
+# whether the runtime call of this task's last cancelled request had started (a timeout says so)
+call_started: ContextVar[bool] = ContextVar("call_started", default=False)
 # and when (time.perf_counter()) that request was queued, its call started and ended (traces)
 phases: ContextVar[tuple[float, float, float] | None] = ContextVar("phases", default=None)
 
@@ -81,6 +84,7 @@ class _Item:
     batch_rows: int = 0  # rows of the runtime call it joined
     enqueued: float = field(default_factory=time.perf_counter)
     phases: tuple[float, float, float] | None = None  # queued, call started, call ended (perf_counter)
+    job: Future[Any] | None = None  # the pool job of the runtime call it joined
 
 
 class Batcher:
@@ -94,9 +98,12 @@ class Batcher:
         pin: Callable[[], None],
         unpin: Callable[[], None],
         observe: VersionStats | None = None,
+        on_hung: Callable[[Future[Any]], None] | None = None,
     ) -> None:
         """``predict(feeds, requested, signature)`` runs the runtime (in a pool thread). ``pin`` and
-        ``unpin`` keep the version loaded while a call of it runs, whoever still waits for it."""
+        ``unpin`` keep the version loaded while a call of it runs, whoever still waits for it.
+        ``on_hung(job)``: a call still runs past the deadlines of all its requests; its instance is
+        given back to the queue at once, and the callback replaces the thread it holds."""
         self._pool = pool
         self._predict = predict
         self.policy = policy
@@ -108,6 +115,8 @@ class Batcher:
         self._splittable = True
         self.stats = BatchStats()
         self._observe = observe  # the version's serving statistics: queue time, batch size, compute time
+        self._on_hung = on_hung
+        self._abandoned: set[Future[Any]] = set()  # hung calls whose instance was already given back
 
     async def predict(
         self,
@@ -126,7 +135,11 @@ class Batcher:
         item = _Item(feeds, requested, signature, rows, key, deadline, loop.create_future())
         self._queue.append(item)
         self._dispatch()
-        result = await item.future  # a cancelled caller cancels the future: _take skips it
+        try:
+            result = await item.future  # a cancelled caller cancels the future: _take skips it
+        except asyncio.CancelledError:
+            call_started.set(item.job is not None and not item.job.cancelled() and item.job.running())
+            raise
         batch_rows.set(item.batch_rows)
         phases.set(item.phases)
         return result
@@ -175,7 +188,7 @@ class Batcher:
                 continue
             if item.deadline is not None and now >= item.deadline:
                 item.future.set_exception(
-                    DeadlineExceeded("the client's deadline passed while the request was queued; it was not run")
+                    DeadlineExceeded("the request's deadline passed while it was queued; it was not run")
                 )
                 continue
             alone = item.rows == 0 or item.rows > limit
@@ -217,11 +230,30 @@ class Batcher:
         job = self._pool.submit(
             _run_batch, self._predict, [(i.feeds, i.requested, i.signature, i.rows, i.deadline) for i in batch]
         )
+        for item in batch:
+            item.job = job
         loop = asyncio.get_running_loop()
         job.add_done_callback(lambda done: loop.call_soon_threadsafe(self._finished, batch, done))
+        deadlines = [item.deadline for item in batch]
+        if self._on_hung is not None and None not in deadlines:
+            latest = max(d for d in deadlines if d is not None)
+            loop.call_later(max(0.0, latest - time.monotonic()) + HUNG_GRACE_S, self._check_hung, job)
+
+    def _check_hung(self, job: Future[Any]) -> None:
+        """Every request of ``job`` is past its deadline and answered 504, yet the call runs on."""
+        if job.done() or self._on_hung is None:
+            return
+        log.warning("a runtime call of model %s is hung past its deadline; its instance is recycled", self._label)
+        self._abandoned.add(job)
+        self._free += 1
+        self._on_hung(job)
+        self._dispatch()
 
     def _finished(self, batch: list[_Item], job: Future[tuple[list[Outcome], bool, float]]) -> None:
-        self._free += 1
+        if job in self._abandoned:
+            self._abandoned.discard(job)  # its instance was given back when it was found hung
+        else:
+            self._free += 1
         self._unpin()
         try:
             outcomes, split_failed, seconds = job.result()
@@ -261,12 +293,14 @@ def _run_batch(predict: Predict, items: Sequence[Work]) -> tuple[list[Outcome], 
     Deadlines are checked again here: the pool's queue may have held the batch past them."""
     now = time.monotonic()
     outcomes: list[Outcome | None] = [
-        DeadlineExceeded("the client's deadline passed while the request waited for a worker; it was not run")
+        DeadlineExceeded("the request's deadline passed while it waited for a worker; it was not run")
         if deadline is not None and now >= deadline
         else None
         for *_, deadline in items
     ]
     live = [i for i, outcome in enumerate(outcomes) if outcome is None]
+    deadlines = [items[i][4] for i in live]
+    set_call_deadline(None if None in deadlines or not live else max(d for d in deadlines if d is not None))
     started = time.perf_counter()
     split_failed = False
     if len(live) == 1:

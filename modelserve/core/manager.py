@@ -24,7 +24,8 @@ import numpy as np
 from modelserve.config.model import DEFAULT as DEFAULT_CONFIG
 from modelserve.config.model import ModelConfig, PayloadLog, load_model_config
 from modelserve.core import residency, warmup
-from modelserve.core.batching import Batcher, BatchPolicy, phases
+from modelserve.core.admission import HUNG_GRACE_S, Admission, set_call_deadline
+from modelserve.core.batching import Batcher, BatchPolicy, call_started, phases
 from modelserve.core.cache import ResponseCache
 from modelserve.core.catalog import Catalog, Decision, PolicyCatalog
 from modelserve.core.composite import Composer, Composite
@@ -43,6 +44,7 @@ from modelserve.errors import (
     ModelNotFound,
     ModelNotReady,
     ModelServeError,
+    RequestTooLarge,
     RuntimeFailure,
     VersionGone,
     VersionNotFound,
@@ -92,6 +94,7 @@ class ModelVersion:
     asleep: bool = False  # unloaded to save memory (lazy, idle, evicted): the next request loads it
     graph: bool = False  # an inference graph (graph.yaml): computes through ``composite``, not a runtime
     composite: Composite | None = None
+    admission: Admission | None = None  # its queue bound and timeout (config.yaml limits); None: a graph
 
     def pin(self) -> None:
         self.inflight += 1
@@ -176,12 +179,13 @@ class Model:
 class Handle:
     """One READY version pinned for one request: ``with manager.acquire(m) as h: await h.infer(r)``."""
 
-    __slots__ = ("_job", "_model", "_mv", "_pool", "_released")
+    __slots__ = ("_job", "_max_elements", "_model", "_mv", "_pool", "_released")
 
-    def __init__(self, model: Model, mv: ModelVersion, pool: Pool) -> None:
+    def __init__(self, model: Model, mv: ModelVersion, pool: Pool, max_elements: int = 0) -> None:
         self._model = model
         self._mv = mv
         self._pool = pool
+        self._max_elements = max_elements
         self._released = False
         self._job: Future[Any] | None = None
         mv.pin()
@@ -248,6 +252,8 @@ class Handle:
         The request parameter ``signature_name`` picks one of :attr:`signatures` (default: the first).
         """
         mv = self._mv
+        if self._max_elements:
+            _check_elements(request, self._max_elements)
         plan, signature = mv.plan, None
         if request.parameters and "signature_name" in request.parameters:
             plan, signature = mv.select(request.parameters["signature_name"])
@@ -282,6 +288,32 @@ class Handle:
         a graph's from its nodes, on the event loop."""
         if mv.composite is not None:
             return await mv.composite.predict(feeds, requested)
+        admission = mv.admission
+        if admission is None:
+            return await self._run(mv, feeds, requested, deadline, signature)
+        own = admission.admit(deadline)  # raises Overloaded when the queue is full
+        admitted = time.monotonic()
+        try:
+            if own is None:
+                return await self._run(mv, feeds, requested, own, signature)
+            try:
+                async with asyncio.timeout(own - admitted) as within:
+                    return await self._run(mv, feeds, requested, own, signature)
+            except TimeoutError:
+                if within.expired():
+                    raise admission.expired(own, deadline, call_started.get()) from None
+                raise
+        finally:
+            admission.done(time.monotonic() - admitted)
+
+    async def _run(
+        self,
+        mv: ModelVersion,
+        feeds: dict[str, np.ndarray],
+        requested: list[str] | None,
+        deadline: float | None,
+        signature: str | None,
+    ) -> Raw:
         runtime = mv.runtime
         assert runtime is not None
         batcher = mv.batcher
@@ -303,12 +335,22 @@ class Handle:
                 mv.stats.compute.observe(finished - started)
             return raw
         except asyncio.CancelledError:
-            job.cancel()  # still queued: it will never run
+            call_started.set(not job.cancel())  # still queued: it will never run
+            if deadline is not None and not job.done() and time.monotonic() >= deadline - 0.01:
+                self._watch(job, mv)  # cancelled by its deadline while computing: it may be hung
             raise
         except ModelServeError:
             raise
         except Exception as exc:
             raise RuntimeFailure(f"runtime of {mv.label} raised {type(exc).__name__}: {exc}") from exc
+
+    def _watch(self, job: Future[Any], mv: ModelVersion) -> None:
+        def check() -> None:
+            if not job.done():
+                log.warning("a runtime call of model %s is hung past its deadline; its thread is replaced", mv.label)
+                self._pool.abandon(job)
+
+        asyncio.get_running_loop().call_later(HUNG_GRACE_S, check)
 
     def release(self) -> None:
         """Unpin (once); deferred until a computation abandoned by a cancelled caller ends."""
@@ -332,6 +374,15 @@ class Handle:
         self.release()
 
 
+def _check_elements(request: InferRequest, limit: int) -> None:
+    total = sum(tensor.data.size for tensor in request.inputs)
+    if total > limit:
+        shapes = ", ".join(f"{tensor.name!r} {list(tensor.shape)}" for tensor in request.inputs)
+        raise RequestTooLarge(
+            f"the request's inputs hold {total} elements ({shapes}); the limit is {limit} (max_tensor_elements)"
+        )
+
+
 def _timed_predict(
     runtime: Runtime,
     feeds: dict[str, np.ndarray],
@@ -353,7 +404,8 @@ def _predict(
     signature: str | None,
 ) -> dict[str, np.ndarray]:
     if deadline is not None and time.monotonic() >= deadline:
-        raise DeadlineExceeded("the client's deadline passed while the request waited for a worker; it was not run")
+        raise DeadlineExceeded("the request's deadline passed while it waited for a worker; it was not run")
+    set_call_deadline(deadline)
     if signature is None:
         return runtime.predict(feeds, requested)
     # only a MultiSignatureRuntime has plans for other signatures (see _load_blocking)
@@ -388,6 +440,8 @@ class ModelManager:
         self._models: dict[str, Model] = {}
         self._locks: dict[str, asyncio.Lock] = {}  # one load/unload at a time per model name
         self.ready = False  # True once the first repository load has settled
+        # tensor elements one request may send, all inputs together (RequestTooLarge); 0: no limit
+        self.max_request_elements = 0
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -408,14 +462,14 @@ class ModelManager:
         if version is None and label is not None:
             version = model.labelled(label)
         if version is None:
-            return Handle(model, model.default_version(), self._pool)
+            return Handle(model, model.default_version(), self._pool, self.max_request_elements)
         mv = model.versions.get(version)
         if mv is None:
             raise model.missing(version)
         if mv.state is not ModelState.READY:
             reason = f": {mv.reason}" if mv.reason else ""
             raise ModelNotReady(f"model {mv.label} is {mv.state.value}{reason}")
-        return Handle(model, mv, self._pool)
+        return Handle(model, mv, self._pool, self.max_request_elements)
 
     async def checkout(self, name: str, version: int | None = None, label: str | None = None) -> Handle:
         """:meth:`acquire`, but a model that is asleep (not loaded yet, idle, evicted) is loaded
@@ -715,9 +769,7 @@ class ModelManager:
         await self._make_room(mv, max(mv.memory, files))
         before = residency.resident_bytes()
         try:
-            runtime, metadata, plans = await self._pool.load(
-                _load_blocking, mv, config, self._trust_code, self._decode_sample
-            )
+            runtime, metadata, plans = await self._load_within(mv, config)
         except Exception as exc:
             await self._load_failed(mv, started, exc)
             return
@@ -735,6 +787,30 @@ class ModelManager:
         log.info("model %s READY (%s) in %.2f s", mv.label, metadata.platform, time.perf_counter() - started)
         await self._make_room(mv, mv.memory)  # its real size is known now: others may have to make way
         await self._record("load", mv)
+
+    async def _load_within(
+        self, mv: ModelVersion, config: ModelConfig
+    ) -> tuple[Runtime, ModelMetadata, dict[str, Plan]]:
+        """``_load_blocking`` on a loader thread, given up after ``limits.load_timeout_s``: the
+        version fails, the thread is replaced, and a runtime that loads after all is unloaded."""
+        job = self._pool.submit_load(_load_blocking, mv, config, self._trust_code, self._decode_sample)
+        limit = config.limits.load_timeout_s or None
+        try:
+            return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(job)), limit)
+        except TimeoutError:
+            if job.done():
+                return job.result()
+            self._pool.abandon_load(job)
+
+            def late(done: Future[tuple[Runtime, ModelMetadata, dict[str, Plan]]]) -> None:
+                if not done.cancelled() and done.exception() is None:
+                    _unload_blocking(done.result()[0], collect=False)
+
+            job.add_done_callback(late)
+            raise LoadError(
+                f"model {mv.label} did not load within {limit:g} s (config.yaml limits.load_timeout_s); "
+                "the load was abandoned"
+            ) from None
 
     async def _load_graph(self, mv: ModelVersion, config: ModelConfig) -> None:
         """Build the graph in ``mv.path`` with the composer; it computes on the event loop."""
@@ -806,19 +882,30 @@ class ModelManager:
     def _batch(self, mv: ModelVersion, runtime: Runtime, config: ModelConfig) -> None:
         """Give ``mv`` a batcher when config allows and a signature has a batch dimension."""
         mv.batchable = frozenset(name for name, signature in mv.signatures.items() if _batchable(signature))
+        instances = config.instances or config.processes or self._pool.threads
+        mv.admission = Admission(mv.label, config.limits, instances)
         if not config.batching.enabled or not mv.batchable:
             return
         policy = BatchPolicy(
             max_batch_size=config.batching.max_batch_size,
             max_delay_ms=config.batching.max_delay_ms,
             preferred_batch_sizes=config.batching.preferred_batch_sizes,
-            instances=config.instances or config.processes or self._pool.threads,
+            instances=instances,
         )
 
         def predict(feeds: dict[str, np.ndarray], requested: list[str] | None, signature: str | None) -> Raw:
             return _predict(runtime, feeds, requested, None, signature)
 
-        mv.batcher = Batcher(self._pool, predict, policy, mv.label, pin=mv.pin, unpin=mv.unpin, observe=mv.stats)
+        mv.batcher = Batcher(
+            self._pool,
+            predict,
+            policy,
+            mv.label,
+            pin=mv.pin,
+            unpin=mv.unpin,
+            observe=mv.stats,
+            on_hung=self._pool.abandon,
+        )
 
     async def _record(self, action: str, mv: ModelVersion) -> None:
         """Tell the catalog (the registry's audit log, when serving from one); never fails the caller."""

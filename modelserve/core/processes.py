@@ -9,7 +9,9 @@ which the core uses like any runtime.
 
 Supervision: a worker that dies (a segfault in a C extension, ``os._exit``, the OOM killer) fails
 the request it was running at once with WorkerDied (503, "retry"), never a hang, and is replaced
-in the background by a fresh process that loads the model again. Requests meanwhile go to the
+in the background by a fresh process that loads the model again. A call still running at its
+request's deadline (config.yaml ``limits.timeout_s``, or the client's) is stopped the same way:
+its worker is killed and replaced, so a hung model never holds a thread or an instance. Requests meanwhile go to the
 other workers; with none alive, they wait for a replacement up to ``REPLACE_WAIT_S``.
 """
 
@@ -21,6 +23,7 @@ import logging
 import multiprocessing
 import queue
 import threading
+import time
 import traceback
 from collections.abc import Mapping, Sequence
 from multiprocessing.connection import Connection
@@ -30,7 +33,8 @@ from typing import Any
 import numpy as np
 
 from modelserve.config.model import ModelConfig
-from modelserve.errors import ErrorCode, LoadError, ModelServeError, RuntimeFailure
+from modelserve.core.admission import call_deadline
+from modelserve.errors import DeadlineExceeded, ErrorCode, LoadError, ModelServeError, RuntimeFailure
 from modelserve.types import Signature
 
 log = logging.getLogger(__name__)
@@ -88,8 +92,15 @@ class ProcessRuntime:
             worker = self._idle.get(timeout=REPLACE_WAIT_S)
         except queue.Empty:
             raise WorkerDied(f"no worker process of {self._factory} became available in {REPLACE_WAIT_S:g} s") from None
+        deadline = call_deadline()
         try:
             worker.conn.send(("predict", dict(inputs), None if outputs is None else list(outputs)))
+            if deadline is not None and not worker.conn.poll(max(0.0, deadline - time.monotonic())):
+                self._kill(worker)
+                raise DeadlineExceeded(
+                    f"the worker process (pid {worker.process.pid}) did not answer before the request's deadline; "
+                    "it was killed and is being replaced"
+                )
             status, payload = worker.conn.recv()
         except (EOFError, OSError):
             self._replace(worker)
@@ -142,6 +153,13 @@ class ProcessRuntime:
                 return
             self._workers.append(worker)
         self._idle.put(worker)
+
+    def _kill(self, hung: _Worker) -> None:
+        """Stop a worker stuck in a call, at once, and start its replacement."""
+        hung.process.kill()
+        hung.process.join(timeout=5)
+        hung.conn.close()
+        self._replace(hung)
 
     def _replace(self, dead: _Worker) -> None:
         """Forget ``dead`` and start a replacement in the background."""

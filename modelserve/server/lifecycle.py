@@ -4,6 +4,14 @@ Both sockets are bound before anything loads, so that port 0 resolves to a real 
 logged and read back; liveness answers at once, readiness once the repository load has settled.
 Both servers run on one event loop and share one model manager. With TLS configured both take
 the same certificate and key, and with a client CA both require a client certificate it signed.
+
+Shutdown (SIGTERM or SIGINT) is graceful and bounded by ``shutdown_grace_s``: readiness turns
+false and the gate (server/gate.py) refuses new requests with 503 at once, while the listeners stay
+open so that nothing gets a refused connection; the requests already in finish; any still running
+when the grace period ends are answered 503 explicitly; then the servers stop, models unload and
+the process exits 0. A second signal exits at once (status 128 + signal), killing worker processes
+first. A runtime call hung past its deadline cannot hold the exit: the process leaves without
+waiting for its thread.
 """
 
 from __future__ import annotations
@@ -12,11 +20,13 @@ import asyncio
 import contextlib
 import gc
 import logging
+import multiprocessing
+import os
 import signal
 import socket
 import ssl
-from collections.abc import Awaitable
-from types import FrameType
+import time
+from collections.abc import Awaitable, Generator
 
 import grpc
 import uvicorn
@@ -29,6 +39,7 @@ from modelserve.errors import ConfigError
 from modelserve.monitoring.service import Monitoring
 from modelserve.routing.router import Router
 from modelserve.server.dashboard import Dashboard
+from modelserve.server.gate import Gate
 from modelserve.server.http.app import HttpApp
 from modelserve.server.metrics import Metrics
 from modelserve.telemetry.payloads import PayloadSink
@@ -67,7 +78,9 @@ class Server:
         self.router: Router | None = None  # set by bootstrap; started once the models are loaded
         self.monitoring: Monitoring | None = None  # set by bootstrap; started once the models are loaded
         self.dashboard: Dashboard | None = None  # set by bootstrap; its sampler and audit store stop with it
+        self.gate: Gate | None = None  # set by bootstrap: closed on shutdown, so that nothing in flight is lost
         self.http_port = 0
+        self._signals = 0
 
     @property
     def http_url(self) -> str:
@@ -114,7 +127,7 @@ class Server:
             ssl_ca_certs=self.config.tls_client_ca or None,
             ssl_cert_reqs=ssl.CERT_REQUIRED if self.config.tls_client_ca else ssl.CERT_NONE,
         )
-        self._uvicorn = uvicorn.Server(config)
+        self._uvicorn = _Uvicorn(config)
         self._serving = asyncio.create_task(self._uvicorn.serve(sockets=[sock]))
         log.info("HTTP server listening on %s (REST: v2 and TF Serving v1)", self.http_url)
         log.info("gRPC server listening on %s (inference.GRPCInferenceService)", self.grpc_target)
@@ -129,6 +142,7 @@ class Server:
                 # a second server on a taken port must fail, not share it; worker processes
                 # (serve --workers) share theirs on purpose, and the kernel spreads connections
                 ("grpc.so_reuseport", 1 if self.config.reuse_port else 0),
+                ("grpc.max_metadata_size", self.config.max_header_bytes),  # larger: RESOURCE_EXHAUSTED
             ]
         )
         server.add_generic_rpc_handlers([self._grpc_handler])
@@ -185,8 +199,22 @@ class Server:
         assert self._serving is not None, "start() first"
         await self._serving
 
-    async def stop(self) -> None:
-        """Stop accepting, finish in-flight requests, unload every model."""
+    async def shutdown(self) -> None:
+        """Drain, then :meth:`stop`: readiness false and new requests 503 at once, in-flight ones
+        finish for up to ``shutdown_grace_s`` (those still running then get 503)."""
+        grace = self.config.shutdown_grace_s
+        deadline = time.monotonic() + grace
+        self.manager.ready = False
+        if self.gate is not None:
+            self.gate.close()
+            log.info("shutting down: readiness is false, new requests get 503; %d in flight", self.gate.inflight)
+            if not await self.gate.drained(grace):
+                aborted = await self.gate.abort()
+                log.warning("the grace period of %g s ended with %d request(s) running; they got 503", grace, aborted)
+        await self.stop(grace=max(1.0, deadline - time.monotonic()))
+
+    async def stop(self, grace: float = 30.0) -> None:
+        """Stop accepting, finish in-flight requests (up to ``grace`` s), unload every model."""
         self._watcher = None  # an initial load still running must not start it after this
         for task in (self._watching, self._idling, self._publishing):
             if task is not None:
@@ -195,7 +223,9 @@ class Server:
                     await task
         if self._uvicorn is not None:
             self._uvicorn.should_exit = True
-        stopping: list[Awaitable[None]] = [self._grpc.stop(grace=30)] if self._grpc is not None else []
+        if self._uvicorn is not None:
+            self._uvicorn.config.timeout_graceful_shutdown = max(1, int(grace))
+        stopping: list[Awaitable[None]] = [self._grpc.stop(grace=grace)] if self._grpc is not None else []
         if self._serving is not None:
             stopping.append(self._serving)
         await asyncio.gather(*stopping)
@@ -207,8 +237,8 @@ class Server:
             await self.monitoring.stop()
         if self.dashboard is not None:
             await self.dashboard.stop()
-        await self.manager.shutdown()
-        self.pool.shutdown()
+        await self.manager.shutdown(timeout=grace)
+        self.pool.shutdown(wait=not self.pool.hung)  # a hung call's thread is not waited for
         self.manager.catalog.close()  # the registry's database connections
         if self.tracing is not None:
             await asyncio.to_thread(self.tracing.shutdown)  # the spans still batched
@@ -217,20 +247,48 @@ class Server:
         log.info("stopped")
 
     async def run_until_signal(self) -> None:
-        """CLI entry: serve until SIGINT/SIGTERM, then shut down gracefully."""
+        """CLI entry: serve until SIGINT/SIGTERM, then shut down gracefully (:meth:`shutdown`);
+        a second signal exits at once. Returns when the process may exit 0."""
+        loop = asyncio.get_running_loop()
+        stopping = asyncio.Event()
 
-        def on_signal(signum: int, frame: FrameType | None) -> None:
-            log.info("received %s, shutting down", signal.Signals(signum).name)
-            if self._uvicorn is not None:
-                self._uvicorn.should_exit = True
+        def on_signal(signum: int) -> None:
+            self._signals += 1
+            name = signal.Signals(signum).name
+            if self._signals > 1:
+                log.warning("received %s again: exiting now", name)
+                _exit_now(128 + signum)
+            log.info("received %s: shutting down (a second signal exits at once)", name)
+            stopping.set()
 
-        # uvicorn captures these signals while serving and re-raises them afterwards to the
-        # handler installed before it: this one, which only asks for the shutdown below.
         for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, on_signal)
+            loop.add_signal_handler(signum, on_signal, signum)
         await self.start()
-        await self.wait_closed()
-        await self.stop()
+        closed = asyncio.create_task(self.wait_closed())
+        asked = asyncio.create_task(stopping.wait())
+        await asyncio.wait({closed, asked}, return_when=asyncio.FIRST_COMPLETED)
+        asked.cancel()
+        await self.shutdown()
+        if self.pool.hung:  # its thread would hold the interpreter's exit forever
+            log.warning("exiting with %d hung runtime call(s) abandoned", self.pool.hung)
+            logging.shutdown()
+            os._exit(0)
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn's server, minus its own signal handling: :meth:`Server.run_until_signal` decides."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def _exit_now(status: int) -> None:
+    """Leave at once: kill this process's children first (worker processes), so none is orphaned."""
+    for child in multiprocessing.active_children():
+        child.kill()
+    logging.shutdown()
+    os._exit(status)
 
 
 def _host(host: str) -> str:

@@ -70,7 +70,7 @@ class Metrics:
         """``/metrics`` (needing ``metrics_role`` when auth is on) and the per-model stats."""
         model = r"/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?"
         return [
-            Route(r"/metrics", {"GET": self.metrics}, role=metrics_role),
+            Route(r"/metrics", {"GET": self.metrics}, role=metrics_role, gated=False),
             Route(model + r"/stats", {"GET": self.model_stats}),
         ]
 

@@ -100,7 +100,7 @@ def _nothing_registered(repo: Path, store: RegistryStore) -> None:
 @pytest.mark.parametrize(
     ("break_it", "words"),
     [
-        (lambda a: (a / "model.onnx").write_bytes(b"not onnx"), ["validation failed", "onnxruntime cannot load it"]),
+        (lambda a: (a / "model.onnx").write_bytes(b"not onnx"), ["validation failed", "model.onnx: not an ONNX model"]),
         (lambda a: (a / "warmup" / "000.json").write_text("{"), ["warmup/000.json is not a valid"]),
         (lambda a: (a / "model.onnx").unlink(), ["validation failed", "no model artifact"]),
     ],

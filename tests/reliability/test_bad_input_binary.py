@@ -79,7 +79,7 @@ CASES = [
     _case("not-an-object", "iris", _framed(b"[1, 2]"), 400, "JSON object"),
     _case("inputs-not-list", "iris", _framed(b'{"inputs": {"name": "input"}}'), 400, "'inputs'"),
     _case("input-not-object", "iris", _framed(b'{"inputs": [7]}'), 400, "inputs[0]"),
-    _case("deep-json", "iris", _framed(DEEP), 400, "not valid JSON"),
+    _case("deep-json", "iris", _framed(DEEP), 400, "nested more than 32 levels"),
     _case("null-datatype", "iris", _framed(_iris(datatype=None)), 400, "'input'", "unknown datatype None"),
     _case(
         "lacks-datatype",
@@ -151,7 +151,7 @@ CASES = [
     _case("unknown-version", "iris/versions/9", _framed(_iris()), 404, "version 9"),
     _case("bad-version", "iris/versions/latest", _framed(_iris()), 400, "'latest'"),
     _case("bad-version-leading-zero", "iris/versions/01", _framed(_iris()), 400, "'01'"),
-    _case("failed-model", "broken", _framed(_iris()), 503, "FAILED", "onnxruntime"),
+    _case("failed-model", "broken", _framed(_iris()), 503, "FAILED", "model.onnx"),
     _case("failed-model-pickled", "pickled", _framed(_iris()), 503, "FAILED", "trusted"),
     _case("model-without-versions", "empty", _framed(_iris()), 503, "no version"),
     _case(

@@ -438,7 +438,7 @@ CASES = [
             ("19-digits", "1" * 19),
         ]
     ),
-    _case("failed-model", INFER, _request(model="broken"), Code.UNAVAILABLE, "'broken'", "FAILED", "onnxruntime"),
+    _case("failed-model", INFER, _request(model="broken"), Code.UNAVAILABLE, "'broken'", "FAILED", "model.onnx"),
     _case("failed-model-pickled", INFER, _request(model="pickled"), Code.UNAVAILABLE, "FAILED", "trusted"),
     _case("model-without-versions", INFER, _request(model="empty"), Code.UNAVAILABLE, "'empty'", "no version"),
     _case(

@@ -8,6 +8,7 @@ Errors map to gRPC status codes through protocol/status.py, as REST maps them to
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -29,6 +30,7 @@ from modelserve.protocol.v2.grpc import messages as pb
 from modelserve.routing.router import Router
 from modelserve.server.auth import ADMIN, INFER, PUBLIC, Authenticator, token_from
 from modelserve.server.control import checked_target
+from modelserve.server.gate import Gate
 from modelserve.server.info import EXTENSIONS, SERVER_NAME
 from modelserve.server.metrics import Metrics
 from modelserve.server.observe import REQUEST_ID_HEADER, VARIANT_HEADER, Observed, Observer, watched
@@ -37,6 +39,7 @@ log = logging.getLogger(__name__)
 
 Context: TypeAlias = grpc.aio.ServicerContext[bytes, bytes]
 Unary = Callable[[Any, Context], Awaitable[Any]]
+Stream = Callable[[AsyncIterator[bytes], Context], AsyncIterator[bytes]]
 
 
 class GrpcService:
@@ -48,8 +51,10 @@ class GrpcService:
         metrics: Metrics | None = None,
         router: Router | None = None,
         auth: Authenticator | None = None,
+        gate: Gate | None = None,
     ) -> None:
         self._auth = auth  # None: auth off
+        self._gate = gate  # None: no graceful shutdown
         self._manager = manager
         self._router = router if router is not None else Router(manager)
         self._metrics = metrics
@@ -70,12 +75,56 @@ class GrpcService:
             "ModelStatistics": self.model_statistics,
         }
         methods: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
-            name: grpc.unary_unary_rpc_method_handler(_unary(name, self._guarded(name, fn)))
+            name: grpc.unary_unary_rpc_method_handler(_unary(name, self._gated(name, self._guarded(name, fn))))
             for name, fn in unary.items()
         }
         stream = self.model_stream_infer if self._auth is None else self._guarded_stream
-        methods["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(stream)
+        methods["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(self._gated_stream(stream))
         return grpc.method_handlers_generic_handler(pb.SERVICE, methods)
+
+    # -- shutdown (server/gate.py) ---------------------------------------------------------
+
+    def _gated(self, method: str, fn: Unary) -> Unary:
+        """``fn`` counted by the gate: UNAVAILABLE once shutdown began, and for a call still running
+        when the grace period ends. Health probes pass."""
+        gate = self._gate
+        if gate is None or method in ("ServerLive", "ServerReady"):
+            return fn
+
+        async def gated(msg: Any, context: Context) -> Any:
+            gate.enter()
+            try:
+                return await fn(msg, context)
+            except asyncio.CancelledError:
+                if gate.aborting:
+                    raise gate.aborted() from None
+                raise
+            finally:
+                gate.leave()
+
+        return gated
+
+    def _gated_stream(self, stream: Stream) -> Stream:
+        gate = self._gate
+        if gate is None:
+            return stream
+
+        async def gated(requests: AsyncIterator[bytes], context: Context) -> AsyncIterator[bytes]:
+            try:
+                gate.enter()
+            except ModelServeError as exc:
+                await context.abort(grpc_status(exc.code), exc.message)
+            try:
+                async for reply in stream(requests, context):
+                    yield reply
+            except asyncio.CancelledError:
+                if not gate.aborting:
+                    raise
+                await context.abort(grpc.StatusCode.UNAVAILABLE, gate.aborted().message)
+            finally:
+                gate.leave()
+
+        return gated
 
     # -- authentication (server/auth.py) ---------------------------------------------------
 
@@ -246,7 +295,8 @@ def _label(context: Context, version: int | None, parameter: object = None) -> s
 
 def _trailers(exc: Exception) -> tuple[tuple[str, str], ...]:
     """The request and trace ids an inference error leaves with (see server/observe.watched)."""
-    return tuple(getattr(exc, "response_headers", ()))
+    # connection-level headers (Connection: close) mean nothing in HTTP/2 metadata, and grpc refuses them
+    return tuple((k, v) for k, v in getattr(exc, "response_headers", ()) if k != "connection")
 
 
 def _unary(method: str, fn: Unary) -> Callable[[bytes, Context], Awaitable[bytes]]:

@@ -9,10 +9,12 @@ rich pages (the dashboard, later) can still be Starlette apps mounted under a pr
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
@@ -21,7 +23,9 @@ from modelserve.errors import ErrorCode, InvalidInput, ModelServeError, RequestT
 from modelserve.protocol import names
 from modelserve.protocol.status import http_status
 from modelserve.protocol.v2.rest import encode_error
+from modelserve.server import limits as limits_module
 from modelserve.server.auth import Authenticator
+from modelserve.server.gate import Gate
 
 log = logging.getLogger(__name__)
 
@@ -64,32 +68,58 @@ Handler = Callable[[Request], Awaitable[Reply]]
 
 class Route:
     """``methods`` under ``pattern``; ``role`` is what a caller needs when auth is on (server/auth.py):
-    one role for every method, or one per method ("infer" for those not named)."""
+    one role for every method, or one per method ("infer" for those not named). ``gated``: refused
+    with 503 once shutdown begins (server/gate.py); health probes and metrics are not."""
 
-    __slots__ = ("methods", "pattern", "roles")
+    __slots__ = ("gated", "methods", "pattern", "roles")
 
-    def __init__(self, pattern: str, methods: dict[str, Handler], role: str | dict[str, str] = "infer") -> None:
+    def __init__(
+        self, pattern: str, methods: dict[str, Handler], role: str | dict[str, str] = "infer", gated: bool = True
+    ) -> None:
         self.pattern = re.compile(pattern)
         self.methods = methods
         self.roles = role if isinstance(role, dict) else dict.fromkeys(methods, role)
+        self.gated = gated
 
     def role(self, method: str) -> str:
         return self.roles.get(method, "infer")
 
 
+@dataclass(frozen=True, slots=True)
+class HttpLimits:
+    """What one request may hold (server/limits.py); ServerConfig gives the values."""
+
+    max_body_bytes: int = 64 * 1024 * 1024
+    max_json_depth: int = 32
+    max_headers: int = 100
+    max_header_bytes: int = 16 * 1024
+
+
 class HttpApp:
     """Dispatches ``routes`` in order; the first whose pattern matches the path answers."""
 
-    def __init__(self, routes: list[Route], max_body_bytes: int, auth: Authenticator | None = None) -> None:
+    def __init__(
+        self,
+        routes: list[Route],
+        limits: HttpLimits | None = None,
+        auth: Authenticator | None = None,
+        gate: Gate | None = None,
+    ) -> None:
         self._routes = routes
-        self._max_body = max_body_bytes
+        self._limits = limits or HttpLimits()
+        self._max_body = self._limits.max_body_bytes
         self._auth = auth  # None: auth off, every route open
+        self._gate = gate  # None: no graceful shutdown (tests of one endpoint)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return  # lifespan is handled by the server lifecycle, websockets are not offered
         try:
             status, body, headers = await self._dispatch(scope, receive)
+        except asyncio.CancelledError:
+            if self._gate is None or not self._gate.aborting:
+                raise  # the client went away: nobody to answer
+            status, body, headers = with_headers(self._error(self._gate.aborted(), scope), [("connection", "close")])
         except ModelServeError as exc:
             status, body, headers = with_headers(self._error(exc, scope), getattr(exc, "response_headers", []))
         except Exception as exc:
@@ -104,6 +134,10 @@ class HttpApp:
 
     async def _dispatch(self, scope: Scope, receive: Receive) -> Reply:
         path: str = scope["path"]
+        limits = self._limits
+        problem = limits_module.headers_problem(scope["headers"], limits.max_headers, limits.max_header_bytes)
+        if problem is not None:
+            return 431, encode_error(problem), JSON
         for route in self._routes:
             match = route.pattern.fullmatch(path)
             if match is None:
@@ -114,9 +148,18 @@ class HttpApp:
                 return 405, encode_error(f"method {scope['method']} is not allowed on {path}; use {allowed}"), JSON
             if self._auth is not None:  # before the body is read: an unauthenticated client uploads nothing
                 self._auth.check_http(scope, route.role(scope["method"]))
-            body = await self._body(receive) if scope["method"] in _WITH_BODY else b""
-            params = {k: v for k, v in match.groupdict().items() if v is not None}
-            return await handler(Request(scope, params, body))
+            gate = self._gate if route.gated else None
+            if gate is not None:
+                gate.enter()  # ShuttingDown (503) once shutdown began
+            try:
+                body = await self._body(receive) if scope["method"] in _WITH_BODY else b""
+                if body:
+                    limits_module.check_json_depth(_json_part(scope, body), limits.max_json_depth)
+                params = {k: v for k, v in match.groupdict().items() if v is not None}
+                return await handler(Request(scope, params, body))
+            finally:
+                if gate is not None:
+                    gate.leave()
         return 404, encode_error(f"no endpoint at {path}"), JSON
 
     async def _body(self, receive: Receive) -> bytes:
@@ -150,6 +193,18 @@ class HttpApp:
             )  # fmt: skip
             return 500, encode_error(f"internal error (request id {request_id})"), JSON
         return http_status(exc.code), encode_error(exc.message), JSON
+
+
+def _json_part(scope: Scope, body: bytes) -> bytes | memoryview:
+    """The JSON text of a body: all of it, or the part before the binary tensors (the binary
+    extension's Inference-Header-Content-Length); a malformed length is left to the endpoint."""
+    for key, value in scope["headers"]:
+        if key == b"inference-header-content-length":
+            try:
+                return memoryview(body)[: max(0, int(value))]
+            except ValueError:
+                return b""
+    return body
 
 
 def with_headers(reply: Reply, extra: list[tuple[str, str]]) -> Reply:

@@ -25,8 +25,8 @@ class V2Endpoints:
 
     def routes(self) -> list[Route]:
         return [
-            Route(r"/v2/health/live", {"GET": self.live}, role="public"),
-            Route(r"/v2/health/ready", {"GET": self.ready}, role="public"),
+            Route(r"/v2/health/live", {"GET": self.live}, role="public", gated=False),
+            Route(r"/v2/health/ready", {"GET": self.ready}, role="public", gated=False),
             Route(r"/v2/?", {"GET": self.server_metadata}),
             Route(_MODEL + r"/infer", {"POST": self.infer}),
             Route(_MODEL + r"/ready", {"GET": self.model_ready}),

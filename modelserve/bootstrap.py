@@ -24,6 +24,7 @@ from modelserve.server.grpc.service import GrpcService
 from modelserve.server.http.app import HttpApp, HttpLimits
 from modelserve.server.http.explain import ExplainEndpoints
 from modelserve.server.http.monitoring import MonitoringEndpoints
+from modelserve.server.http.openapi import OpenApiEndpoints
 from modelserve.server.http.precomputed import PrecomputedEndpoints
 from modelserve.server.http.repository import RepositoryEndpoints
 from modelserve.server.http.tfserving import TfServingEndpoints
@@ -69,6 +70,7 @@ def build_server(config: ServerConfig) -> Server:
     routes = (
         metrics.routes("infer" if config.auth_metrics else "public")
         + V2Endpoints(manager, observer, router).routes()
+        + OpenApiEndpoints().routes()
         + TrafficEndpoints(router, config.control_api).routes()
         + MonitoringEndpoints(monitoring).routes()
         + RepositoryEndpoints(manager, config.control_api).routes()

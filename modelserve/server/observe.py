@@ -228,7 +228,7 @@ async def watched(seen: Observed, work: Awaitable[T]) -> T:
     except BaseException as exc:
         seen.done(exc)
         if isinstance(exc, Exception):  # the error reply carries the request and trace ids too
-            exc.response_headers = seen.response_headers()  # type: ignore[attr-defined]
+            exc.response_headers = [*getattr(exc, "response_headers", ()), *seen.response_headers()]  # type: ignore[attr-defined]
         raise
     seen.done(None)
     return result

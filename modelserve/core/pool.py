@@ -37,6 +37,7 @@ class Pool:
         self._loader = self._new_loader()
         self._lock = threading.Lock()
         self.hung = 0  # abandoned calls (inference or load) whose thread has not come back yet
+        self.abandoned = 0  # calls abandoned since start (inference or load)
         self._retired: list[ThreadPoolExecutor] = []  # replaced executors, until their hung call returns
 
     def _new_executor(self) -> ThreadPoolExecutor:
@@ -79,6 +80,7 @@ class Pool:
             else:
                 self._executor = self._new_executor()
             self.hung += 1
+            self.abandoned += 1
             self._retired.append(old)
         old.shutdown(wait=False)  # its healthy threads finish what it had queued, then exit
         kind = "load" if loader else "inference"

@@ -202,6 +202,7 @@ class _Collector:
         for model, n in sorted(restarts.items()):
             worker_restarts.add_metric([model], n)
         yield worker_restarts
+        yield from self._admission()
         sink = self._metrics.payloads
         if sink is not None:
             entries = CounterMetricFamily(
@@ -212,6 +213,27 @@ class _Collector:
             yield entries
         yield from routing_families(self._metrics.router, self._metrics._manager)
         yield from monitoring_families(self._metrics.monitoring)
+
+    def _admission(self) -> Iterator[Metric]:
+        """Requests a version turned away (queue full) or answered 504 (timeout), and its bound."""
+        rejected = CounterMetricFamily(
+            "modelserve_rejected_requests",
+            "Requests refused because the version's queue was full, or that passed their deadline",
+            labels=["model", "version", "reason"],
+        )
+        limit = GaugeMetricFamily(
+            "modelserve_admission_limit", "Requests a version admits at once (limits.max_queue + instances)",
+            labels=["model", "version"],
+        )  # fmt: skip
+        for name, mv in self._metrics._manager.versions():
+            admission = mv.admission
+            if admission is None:
+                continue
+            version = str(mv.version)
+            rejected.add_metric([name, version, "queue_full"], admission.refused)
+            rejected.add_metric([name, version, "timeout"], admission.timed_out)
+            limit.add_metric([name, version], admission.capacity)
+        yield from (rejected, limit)
 
 
 def _histograms(name: str, documentation: str, labels: list[str]) -> HistogramMetricFamily:

@@ -97,6 +97,10 @@ def test_overload_is_refused_quickly_and_admitted_latency_stays_bounded(srv: Ser
     assert _rss_mib(srv.process.pid) - after_first < 30  # a second round of overload does not grow memory
     reply = httpx.post(srv.http_url + "/v2/models/slow/infer", json=request(3.0), timeout=10)
     assert reply.status_code == 200 and reply.json()["outputs"][0]["data"] == [6.0]
+    metrics = httpx.get(srv.http_url + "/metrics", timeout=10).text
+    rejected = 'modelserve_rejected_requests_total{model="slow",reason="queue_full",version="1"} '
+    counted = float(next(line for line in metrics.splitlines() if line.startswith(rejected)).split()[-1])
+    assert counted == len([s for s, *_ in first + second if s == 429])  # every refusal is counted
 
 
 def test_refusal_names_the_limit_and_grpc_says_resource_exhausted(srv: Served) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from modelserve.errors import InvalidInput
+from modelserve.errors import InvalidInput, RequestTooLarge
 from modelserve.types import DATATYPES
 
 MAX_RANK = 32
@@ -177,3 +177,27 @@ def _unwrap_b64(name: str, data: object) -> object:
     if isinstance(data, list) and any(isinstance(item, dict | list) for item in data):
         return [_unwrap_b64(name, item) for item in data]
     return data
+
+
+class ElementBudget:
+    """Elements a request's inputs may hold in all (``limit``; 0: no limit), taken input by input
+    from the declared shapes *before* any data is decoded, so that a small body cannot make the
+    decoder build millions of objects (BYTES elements cost 4 bytes of body, ~40 of memory)."""
+
+    __slots__ = ("left", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.left = limit
+
+    def take(self, name: str, shape: tuple[int, ...]) -> None:
+        """Raises RequestTooLarge when input ``name``'s shape goes over what is left."""
+        if not self.limit:
+            return
+        count = math.prod(shape)
+        self.left -= count
+        if self.left < 0:
+            raise RequestTooLarge(
+                f"input {name!r} with shape {list(shape)} takes the request past {self.limit} tensor elements "
+                "(max_tensor_elements)"
+            )

@@ -142,7 +142,9 @@ class Server:
                 # a second server on a taken port must fail, not share it; worker processes
                 # (serve --workers) share theirs on purpose, and the kernel spreads connections
                 ("grpc.so_reuseport", 1 if self.config.reuse_port else 0),
-                ("grpc.max_metadata_size", self.config.max_header_bytes),  # larger: RESOURCE_EXHAUSTED
+                # metadata (headers) over the limit is refused: the soft limit alone refuses only some
+                ("grpc.max_metadata_size", self.config.max_header_bytes),
+                ("grpc.absolute_max_metadata_size", self.config.max_header_bytes),
             ]
         )
         server.add_generic_rpc_handlers([self._grpc_handler])

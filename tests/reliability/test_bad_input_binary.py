@@ -108,9 +108,9 @@ CASES = [
         "overflowing-dims",
         "iris",
         _framed(_iris(shape=[16, 2**60 + 2])),
-        400,
-        "16 bytes",
-        "needs 73786976294838206592",
+        413,
+        "[16, 1152921504606846978]",
+        "max_tensor_elements",
     ),
     _case(
         "zero-elements-huge-shape",

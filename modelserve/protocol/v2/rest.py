@@ -13,7 +13,7 @@ import numpy as np
 import orjson
 
 from modelserve.errors import InvalidInput, Unsupported
-from modelserve.protocol.json_tensor import check_datatype, check_shape, to_array
+from modelserve.protocol.json_tensor import ElementBudget, check_datatype, check_shape, to_array
 from modelserve.protocol.v2 import binary
 from modelserve.types import (
     IndexEntry,
@@ -43,8 +43,10 @@ def dumps(doc: Any) -> bytes:
     return orjson.dumps(doc, option=_DUMP)
 
 
-def decode_infer_request(body: bytes, json_length: int | None = None) -> InferRequest:
-    """Decode a JSON body, or with ``json_length`` a binary-extension body (JSON header + tensors)."""
+def decode_infer_request(body: bytes, json_length: int | None = None, max_elements: int = 0) -> InferRequest:
+    """Decode a JSON body, or with ``json_length`` a binary-extension body (JSON header + tensors).
+    ``max_elements``: of all inputs together, checked on the shapes before decoding (0: no limit);
+    more raises RequestTooLarge."""
     doc = loads(body if json_length is None else body[:json_length])
     blobs = _Blobs(memoryview(body)[json_length:] if json_length is not None else memoryview(b""))
     if not isinstance(doc, dict):
@@ -56,8 +58,9 @@ def decode_infer_request(body: bytes, json_length: int | None = None) -> InferRe
     if request_id is not None and not isinstance(request_id, str):
         raise InvalidInput(f"'id' must be a string, got {request_id!r}")
     outputs = doc.get("outputs")
+    budget = ElementBudget(max_elements)
     request = InferRequest(
-        inputs=[_decode_input(i, item, blobs) for i, item in enumerate(inputs)],
+        inputs=[_decode_input(i, item, blobs, budget) for i, item in enumerate(inputs)],
         id=request_id,
         parameters=_parameters(doc, "request"),
         outputs=None if outputs is None else _decode_outputs(outputs),
@@ -91,7 +94,7 @@ class _Blobs:
             raise InvalidInput(f"the body has {extra} bytes of binary data that no input's binary_data_size claims")
 
 
-def _decode_input(index: int, item: object, blobs: _Blobs) -> InferInput:
+def _decode_input(index: int, item: object, blobs: _Blobs, budget: ElementBudget) -> InferInput:
     if not isinstance(item, dict):
         raise InvalidInput(f"inputs[{index}] must be an object with name, shape, datatype, data")
     name = item.get("name")
@@ -105,6 +108,7 @@ def _decode_input(index: int, item: object, blobs: _Blobs) -> InferInput:
     datatype = item["datatype"]
     check_datatype(name, datatype)
     shape = check_shape(name, item["shape"])
+    budget.take(name, shape)
     if is_binary:
         if "data" in item:
             raise InvalidInput(

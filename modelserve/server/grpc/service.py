@@ -199,7 +199,7 @@ class GrpcService:
         deadline = _deadline(context)
         name, version = _model_name(msg.model_name), parse_version(msg.model_version)
         with seen.span("decode"):
-            request = codec.decode_infer_request(msg)
+            request = codec.decode_infer_request(msg, self._manager.max_request_elements)
         label = _label(context, version, request.parameters.get(names.LABEL_PARAMETER))
         metadata = context.invocation_metadata() or ()
 

@@ -80,7 +80,7 @@ class V2Endpoints:
         version = parse_version(request.params)
         json_length = binary.header_length(request.header(binary.HEADER), len(request.body))
         with seen.span("decode"):
-            infer_request = rest.decode_infer_request(request.body, json_length)
+            infer_request = rest.decode_infer_request(request.body, json_length, self._manager.max_request_elements)
         label = self._label(request, version, infer_request.parameters.get(names.LABEL_PARAMETER))
         answer = await self._router.infer(request.params["model"], version, label, infer_request, request.header, seen)
         response = answer.response

@@ -16,7 +16,7 @@ import numpy as np
 import orjson
 
 from modelserve.errors import InvalidInput
-from modelserve.protocol.json_tensor import check_datatype, check_int_range, check_shape, reshape
+from modelserve.protocol.json_tensor import ElementBudget, check_datatype, check_int_range, check_shape, reshape
 from modelserve.protocol.v2 import binary
 from modelserve.protocol.v2.grpc import messages as pb
 from modelserve.types import (
@@ -48,8 +48,9 @@ _NARROW = frozenset({"INT8", "INT16", "UINT8", "UINT16"})
 _INT64_MAX = 2**63 - 1
 
 
-def decode_infer_request(msg: Any) -> InferRequest:
-    """A ``ModelInferRequest`` as an InferRequest. Raises InvalidInput naming the problem."""
+def decode_infer_request(msg: Any, max_elements: int = 0) -> InferRequest:
+    """A ``ModelInferRequest`` as an InferRequest. Raises InvalidInput naming the problem, or
+    RequestTooLarge past ``max_elements`` in all inputs (0: no limit; checked before decoding)."""
     if not msg.inputs:
         raise InvalidInput("request needs 'inputs': at least one tensor")
     raw = msg.raw_input_contents
@@ -58,7 +59,8 @@ def decode_infer_request(msg: Any) -> InferRequest:
             f"raw_input_contents has {len(raw)} entries but the request has {len(msg.inputs)} inputs; "
             "send every input raw, or none"
         )
-    inputs = [_decode_input(i, tensor, raw[i] if raw else None) for i, tensor in enumerate(msg.inputs)]
+    budget = ElementBudget(max_elements)
+    inputs = [_decode_input(i, tensor, raw[i] if raw else None, budget) for i, tensor in enumerate(msg.inputs)]
     outputs = [RequestedOutput(o.name, decode_parameters(o.parameters, f"output {o.name!r}")) for o in msg.outputs]
     for i, o in enumerate(outputs):
         if not o.name:
@@ -71,13 +73,14 @@ def decode_infer_request(msg: Any) -> InferRequest:
     )
 
 
-def _decode_input(index: int, tensor: Any, raw: bytes | None) -> InferInput:
+def _decode_input(index: int, tensor: Any, raw: bytes | None, budget: ElementBudget) -> InferInput:
     name = tensor.name
     if not name:
         raise InvalidInput(f"inputs[{index}] needs a non-empty 'name'")
     datatype = tensor.datatype
     check_datatype(name, datatype)
     shape = check_shape(name, list(tensor.shape))
+    budget.take(name, shape)
     parameters = decode_parameters(tensor.parameters, f"input {name!r}")
     carried = [field.name for field, _ in tensor.contents.ListFields()]
     if raw is not None:

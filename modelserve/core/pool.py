@@ -16,6 +16,7 @@ import asyncio
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar, TypeVarTuple, Unpack
@@ -24,6 +25,8 @@ T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
 
 log = logging.getLogger(__name__)
+
+_PREFIXES = ("modelserve-infer", "modelserve-load")  # thread names
 
 
 class Pool:
@@ -41,10 +44,10 @@ class Pool:
         self._retired: list[ThreadPoolExecutor] = []  # replaced executors, until their hung call returns
 
     def _new_executor(self) -> ThreadPoolExecutor:
-        return ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="modelserve-infer")
+        return ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix=_PREFIXES[0])
 
     def _new_loader(self) -> ThreadPoolExecutor:
-        return ThreadPoolExecutor(max_workers=min(2, self.threads), thread_name_prefix="modelserve-load")
+        return ThreadPoolExecutor(max_workers=min(2, self.threads), thread_name_prefix=_PREFIXES[1])
 
     async def run(self, fn: Callable[[Unpack[Ts]], T], *args: *Ts) -> T:
         """Run ``fn(*args)`` in a pool thread and await its result; exceptions propagate unchanged."""
@@ -96,6 +99,16 @@ class Pool:
         job.add_done_callback(returned)
 
     def shutdown(self, wait: bool = True) -> None:
-        """Stop taking work; with ``wait``, block until running calls finish (hung ones excepted)."""
+        """Stop taking work; with ``wait``, block until running calls finish."""
         self._loader.shutdown(wait=wait, cancel_futures=True)
         self._executor.shutdown(wait=wait)
+
+    def still_running(self, timeout: float) -> int:
+        """After ``shutdown(wait=False)``: wait up to ``timeout`` s for the pool's threads to end;
+        how many still run a call then (a hung or aborted call, which the process must not wait for)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            alive = [t for t in threading.enumerate() if t.name.startswith(_PREFIXES) and t.is_alive()]
+            if not alive or time.monotonic() >= deadline:
+                return len(alive)
+            alive[0].join(max(0.0, min(0.1, deadline - time.monotonic())))

@@ -47,6 +47,8 @@ from modelserve.telemetry.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
+LINGER_S = 1.0  # at least this long between the signal and closing the listeners (within the grace)
+
 
 class Server:
     def __init__(
@@ -79,6 +81,7 @@ class Server:
         self.monitoring: Monitoring | None = None  # set by bootstrap; started once the models are loaded
         self.dashboard: Dashboard | None = None  # set by bootstrap; its sampler and audit store stop with it
         self.gate: Gate | None = None  # set by bootstrap: closed on shutdown, so that nothing in flight is lost
+        self.stuck_threads = 0  # pool threads still in a call after stop(): the process exits without them
         self.http_port = 0
         self._signals = 0
 
@@ -210,7 +213,13 @@ class Server:
         if self.gate is not None:
             self.gate.close()
             log.info("shutting down: readiness is false, new requests get 503; %d in flight", self.gate.inflight)
-            if not await self.gate.drained(grace):
+            # every reply from now on says Connection: close, so clients leave this server's keep-alive
+            # connections; a client that was idle meanwhile gets 503 rather than a reset connection
+            # if it sends during the linger
+            linger = asyncio.create_task(asyncio.sleep(min(LINGER_S, grace)))
+            drained = await self.gate.drained(grace)
+            await linger
+            if not drained and not await self.gate.drained(0):
                 aborted = await self.gate.abort()
                 log.warning("the grace period of %g s ended with %d request(s) running; they got 503", grace, aborted)
         await self.stop(grace=max(1.0, deadline - time.monotonic()))
@@ -240,7 +249,10 @@ class Server:
         if self.dashboard is not None:
             await self.dashboard.stop()
         await self.manager.shutdown(timeout=grace)
-        self.pool.shutdown(wait=not self.pool.hung)  # a hung call's thread is not waited for
+        self.pool.shutdown(wait=False)
+        # a call abandoned at its deadline, or cut off by the grace period, may never return: wait a
+        # moment for the threads to end, then let the process go without them (run_until_signal)
+        self.stuck_threads = await asyncio.to_thread(self.pool.still_running, min(grace, 2.0))
         self.manager.catalog.close()  # the registry's database connections
         if self.tracing is not None:
             await asyncio.to_thread(self.tracing.shutdown)  # the spans still batched
@@ -271,8 +283,8 @@ class Server:
         await asyncio.wait({closed, asked}, return_when=asyncio.FIRST_COMPLETED)
         asked.cancel()
         await self.shutdown()
-        if self.pool.hung:  # its thread would hold the interpreter's exit forever
-            log.warning("exiting with %d hung runtime call(s) abandoned", self.pool.hung)
+        if self.stuck_threads:  # the interpreter would wait for them at exit, maybe for ever
+            log.warning("exiting with %d runtime call(s) still running, abandoned", self.stuck_threads)
             logging.shutdown()
             os._exit(0)
 

@@ -129,6 +129,8 @@ class HttpApp:
             status, body, headers = with_headers(reply, getattr(exc, "response_headers", []))
         # an explicit length avoids chunked transfer encoding
         headers = [*headers, (b"content-length", str(len(body)).encode())]
+        if self._gate is not None and self._gate.closed and (b"connection", b"close") not in headers:
+            headers.append((b"connection", b"close"))  # shutting down: no request after this one here
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from modelserve.config.keysfile import KeysFile
 from modelserve.config.server import ServerConfig
 from modelserve.core.catalog import Catalog, ManifestCatalog, PolicyCatalog, RegistryCatalog
 from modelserve.core.manager import ModelManager
@@ -17,7 +18,7 @@ from modelserve.repository.registry import REGISTRY_DIR, RegistryStore, Stage, d
 from modelserve.repository.registry.payloads import PayloadTable
 from modelserve.routing.graph import GraphComposer
 from modelserve.routing.router import Router
-from modelserve.server.auth import Authenticator
+from modelserve.server.auth import Authenticator, StoredKey, merged
 from modelserve.server.dashboard import Audit, Dashboard, Roles, Sampler, Views
 from modelserve.server.gate import Gate
 from modelserve.server.grpc.service import GrpcService
@@ -65,8 +66,8 @@ def build_server(config: ServerConfig) -> Server:
     sink = payload_sink(config)
     monitoring = Monitoring(manager, routing_store(config, registry))
     observer = Observer(manager, config.access_log, tracing, sink, monitoring)
-    dashboard = build_dashboard(config, manager, router, monitoring, registry)
     auth = authenticator(config, registry)
+    dashboard = build_dashboard(config, manager, router, monitoring, registry, auth)
     routes = (
         metrics.routes("infer" if config.auth_metrics else "public")
         + V2Endpoints(manager, observer, router).routes()
@@ -98,23 +99,40 @@ def build_server(config: ServerConfig) -> Server:
 
 
 def build_dashboard(
-    config: ServerConfig, manager: ModelManager, router: Router, monitoring: Monitoring, registry: RegistryStore | None
+    config: ServerConfig,
+    manager: ModelManager,
+    router: Router,
+    monitoring: Monitoring,
+    registry: RegistryStore | None,
+    auth: Authenticator | None = None,
 ) -> Dashboard:
     """The web dashboard at /ui: reads the registry the server serves from (when it does) and
-    audits its actions where traffic overrides are kept."""
+    audits its actions where traffic overrides are kept; with ``auth``, its own login (a key
+    header or a session cookie)."""
     sampler = Sampler(lambda: ((model, stats) for (model, _), stats in manager.stats.versions.items()))
     views = Views(manager, router, monitoring, sampler, registry)
     audit = Audit(routing_store(config, registry), owned=registry is None)
-    return Dashboard(manager, router, views, sampler, Roles(config.control_api, config.auth), audit)
+    return Dashboard(manager, router, views, sampler, Roles(config.control_api, config.auth), audit, auth=auth)
 
 
 def authenticator(config: ServerConfig, registry: RegistryStore | None) -> Authenticator | None:
-    """With ``auth`` on, the API key checker over the registry the server serves from, else the
-    database of ``registry_url`` or the repository's own (created if need be: no keys, no entry)."""
+    """With ``auth`` on, the API key checker over the keys file ``auth_keys_file`` and the registry
+    the server serves from, else the database of ``registry_url`` or the repository's own (created
+    if need be: no keys, no entry). A keys file without ``registry``/``registry_url`` is used
+    alone: no database. Raises ConfigError for a keys file that is missing or invalid."""
     if not config.auth:
         return None
-    store = registry if registry is not None else RegistryStore(config.registry_url or default_url(config.repository))
-    return Authenticator(store.keys, background=True)  # rereads off the event loop
+    sources: list[Callable[[], Sequence[StoredKey]]] = []
+    if registry is not None or config.registry_url or not config.auth_keys_file:
+        store = (
+            registry if registry is not None else RegistryStore(config.registry_url or default_url(config.repository))
+        )
+        sources.append(store.keys)
+    if config.auth_keys_file:
+        keys_file = KeysFile(config.auth_keys_file)
+        keys_file.keys()  # a missing or invalid file stops the start, naming the file and the entry
+        sources.append(keys_file.keys)
+    return Authenticator(merged(*sources), background=True)  # rereads off the event loop
 
 
 def payload_directory(repository: Path, configured: str | Path | None = None) -> Path:

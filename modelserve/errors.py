@@ -93,6 +93,17 @@ class Unauthenticated(ModelServeError):
     response_headers: ClassVar[list[tuple[str, str]]] = [("www-authenticate", 'Bearer realm="modelserve"')]
 
 
+class RateLimited(ModelServeError):
+    """A caller over its rate limit (REST 429 with ``Retry-After``, gRPC RESOURCE_EXHAUSTED)."""
+
+    code = ErrorCode.RESOURCE_EXHAUSTED
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = max(1, retry_after_s)
+        self.response_headers = [("retry-after", str(self.retry_after_s))]
+
+
 class ConfigError(ModelServeError, ValueError):
     """A configuration file or option is invalid; the message quotes the file and the value."""
 

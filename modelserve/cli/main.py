@@ -156,6 +156,13 @@ def main() -> None:
     help="Require an API key (modelserve auth create-key) on every request but the health probes. [default: off]",
 )
 @click.option(
+    "--auth-keys-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="With --auth on, also accept the keys listed in this YAML file (modelserve auth create-key --keys-file); "
+    "with it and no --registry/--registry-url, no registry database is needed. [default: none]",
+)
+@click.option(
     "--auth-metrics",
     type=click.Choice(["on", "off"]),
     default=None,
@@ -195,6 +202,7 @@ def serve(
     tls_client_ca: Path | None,
     log_level: str | None,
     auth: str | None,
+    auth_keys_file: Path | None,
     auth_metrics: str | None,
     allow_unauthenticated_admin: bool | None,
 ) -> None:
@@ -225,6 +233,7 @@ def serve(
         "tls_client_ca": None if tls_client_ca is None else str(tls_client_ca),
         "log_level": log_level,
         "auth": None if auth is None else auth == "on",
+        "auth_keys_file": None if auth_keys_file is None else str(auth_keys_file),
         "auth_metrics": None if auth_metrics is None else auth_metrics == "on",
         "allow_unauthenticated_admin": allow_unauthenticated_admin,
     }

@@ -13,11 +13,21 @@ token is remembered until the next refresh, so a request with a known token cost
 not a hash. An unknown token costs a dict lookup of its key id, then one HMAC. If the store
 cannot be read, the keys read last stay in force (none before the first successful read: every
 request is refused), and the error is logged.
+
+Keys come from the registry, a keys file (``config/keysfile.py``), or both (``merged``); the file
+is reread in the same refresh, only when it changed. A key with a rate limit gets a token bucket
+(``server/ratelimit.py``): over it, RateLimited (429 with ``Retry-After``, gRPC
+RESOURCE_EXHAUSTED). Every authenticated request counts, whatever it asks for.
+
+``check_key`` serves the dashboard's login sessions (``dashboard/sessions.py``): a session holds a
+key id, never the token, and is checked against the keys read last, so revoking the key ends it
+within ``refresh_s``.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -26,7 +36,8 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from modelserve.config import apikeys
-from modelserve.errors import Forbidden, Unauthenticated
+from modelserve.errors import Forbidden, RateLimited, Unauthenticated
+from modelserve.server.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +64,10 @@ class StoredKey(Protocol):
     def hash(self) -> str: ...
     @property
     def revoked_at(self) -> datetime | None: ...
+    @property
+    def rate_limit(self) -> float | None: ...
+    @property
+    def burst(self) -> int | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +100,7 @@ class Authenticator:
         self._keys: dict[str, StoredKey] = {}
         self._verified: dict[str, Identity] = {}
         self._read_at: float | None = None
+        self._limiter = RateLimiter(clock)
 
     def identify(self, token: str | None) -> Identity:
         """The identity of ``token``. Raises Unauthenticated. May block on a store read every
@@ -114,8 +130,29 @@ class Authenticator:
         public one). Raises Unauthenticated or Forbidden."""
         if needed == PUBLIC:
             return None
-        identity = self.identify(token)
-        if _RANK.get(identity.role, 0) < _RANK[needed]:
+        return self._allow(self.identify(token), needed)
+
+    def check_key(self, key_id: str, needed: str) -> Identity:
+        """``check`` for a caller known by key id (a dashboard session): the key must still exist
+        and not be revoked. Raises Unauthenticated, Forbidden or RateLimited."""
+        self._refresh()
+        key = self._keys.get(key_id)
+        if key is None or key.revoked_at is not None:
+            raise Unauthenticated(f"API key {key_id} was revoked or removed: log in again")
+        return self._allow(Identity(key.key_id, key.name, key.role), needed)
+
+    def _allow(self, identity: Identity, needed: str) -> Identity:
+        """``identity`` if it is under its rate limit and its role suffices."""
+        wait = self._limiter.admit(identity.key_id)
+        if wait > 0.0:
+            rate, burst = self._limiter.limit(identity.key_id) or (0.0, 0)
+            seconds = max(1, math.ceil(wait))
+            raise RateLimited(
+                f"API key {identity.key_id} ({identity.name!r}) is over its rate limit of {rate:g} requests/s "
+                f"(burst {burst}); retry in {seconds} s",
+                seconds,
+            )
+        if _RANK.get(identity.role, 0) < _RANK.get(needed, _RANK[ADMIN]):
             raise Forbidden(
                 f"API key {identity.key_id} ({identity.name!r}) has role {identity.role}; this needs {needed}"
             )
@@ -148,11 +185,35 @@ class Authenticator:
         """Replace the keys with the store's (both dicts swapped whole: readers need no lock)."""
         try:
             keys = {key.key_id: key for key in self._read_keys()}
+            limits = {
+                key.key_id: (key.rate_limit, apikeys.burst_of(key.rate_limit, key.burst))
+                for key in keys.values()
+                if key.rate_limit is not None and key.revoked_at is None
+            }
         except Exception:
             log.exception("cannot read the API keys; the keys read before stay in force")
             return
+        self._limiter.configure(limits)
         self._keys = keys
         self._verified = {}  # a revoked key must not outlive this refresh
+
+
+def merged(*sources: Callable[[], Sequence[StoredKey]]) -> Callable[[], list[StoredKey]]:
+    """One ``read_keys`` over several stores (the registry, a keys file). A key id found in two
+    is taken from the first, and the clash is logged; any store failing fails the read (the keys
+    read before stay in force)."""
+
+    def read() -> list[StoredKey]:
+        found: dict[str, StoredKey] = {}
+        for source in sources:
+            for key in source():
+                if key.key_id in found:
+                    log.warning("API key %s is defined twice (registry and keys file); the first is used", key.key_id)
+                    continue
+                found[key.key_id] = key
+        return list(found.values())
+
+    return read
 
 
 def token_from(headers: Iterable[tuple[str, str]]) -> str | None:

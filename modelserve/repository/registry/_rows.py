@@ -245,4 +245,6 @@ def key_record(row: ApiKeyRow) -> KeyRecord:
         created_at=row.created_at,
         created_by=row.created_by,
         revoked_at=row.revoked_at,
+        rate_limit=row.rate_limit,
+        burst=row.burst,
     )

@@ -153,7 +153,8 @@ class RoutingRecord:
 @dataclass(frozen=True, slots=True)
 class KeyRecord:
     """An API key as stored: its public id, name, role (``infer`` or ``admin``), the salted hash of
-    its secret (``modelserve/config/apikeys.py``), and when it was created and revoked (None: live)."""
+    its secret (``modelserve/config/apikeys.py``), and when it was created and revoked (None: live);
+    its rate limit in requests/s and burst (None: unlimited; burst None: twice the rate)."""
 
     key_id: str
     name: str
@@ -163,3 +164,5 @@ class KeyRecord:
     created_at: datetime
     created_by: str
     revoked_at: datetime | None
+    rate_limit: float | None = None
+    burst: int | None = None

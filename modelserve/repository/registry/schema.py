@@ -20,6 +20,7 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -167,10 +168,15 @@ class PayloadRow(Base):
 
 
 class ApiKeyRow(Base):
-    """An API key (migration 0005): the salted hash of its secret, never the token."""
+    """An API key (migration 0005): the salted hash of its secret, never the token; its rate
+    limit (migration 0006; null: none)."""
 
     __tablename__ = "api_keys"
-    __table_args__ = (CheckConstraint("role IN ('infer', 'admin')", name="ck_api_keys_role"),)
+    __table_args__ = (
+        CheckConstraint("role IN ('infer', 'admin')", name="ck_api_keys_role"),
+        CheckConstraint("rate_limit IS NULL OR rate_limit > 0", name="ck_api_keys_rate_limit"),
+        CheckConstraint("burst IS NULL OR (burst >= 1 AND rate_limit IS NOT NULL)", name="ck_api_keys_burst"),
+    )
 
     key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
     name: Mapped[str] = mapped_column(Text)
@@ -180,3 +186,5 @@ class ApiKeyRow(Base):
     created_at: Mapped[datetime]
     created_by: Mapped[str] = mapped_column(Text)
     revoked_at: Mapped[datetime | None]
+    rate_limit: Mapped[float | None] = mapped_column(Float)
+    burst: Mapped[int | None] = mapped_column(Integer)

@@ -295,8 +295,11 @@ class RegistryStore:
             session.flush()
             return rows.profile_record(row)
 
-    def create_key(self, name: str, role: str, *, actor: str) -> tuple[str, str]:
-        """Create an API key with ``role`` (``infer`` or ``admin``); returns (key id, token).
+    def create_key(
+        self, name: str, role: str, *, actor: str, rate_limit: float | None = None, burst: int | None = None
+    ) -> tuple[str, str]:
+        """Create an API key with ``role`` (``infer`` or ``admin``) and an optional rate limit
+        (requests/s; ``burst`` requests at once, default twice the rate); returns (key id, token).
 
         Only the salted hash is stored: the token is returned here once and never again. Audited
         (``key_created``, model "").
@@ -304,6 +307,10 @@ class RegistryStore:
         name, actor = check.text("key name", name, required=True), check.text("actor", actor, required=True)
         if role not in apikeys.ROLES:
             raise InvalidInput(f"key role {role!r}: expected one of {', '.join(apikeys.ROLES)}")
+        try:
+            rate_limit, burst = apikeys.check_limit(rate_limit, burst)
+        except ValueError as exc:
+            raise InvalidInput(f"key {name!r}: {exc}") from None
         key_id, token = apikeys.new_token()
         _, salt, hashed = apikeys.hash_token(token)
         with self._transaction(f"create API key {name!r}", write=True) as session:
@@ -311,11 +318,13 @@ class RegistryStore:
             session.add(
                 ApiKeyRow(
                     key_id=key_id, name=name, role=role, salt=salt, hash=hashed,
-                    created_at=now, created_by=actor, revoked_at=None,
+                    created_at=now, created_by=actor, revoked_at=None, rate_limit=rate_limit, burst=burst,
                 )
             )  # fmt: skip
             session.flush()
-            details = {"key_id": key_id, "name": name, "role": role}
+            details: dict[str, Any] = {"key_id": key_id, "name": name, "role": role}
+            if rate_limit is not None:
+                details.update(rate_limit=rate_limit, burst=burst)
             rows.audit(session, now, actor, AuditAction.KEY_CREATED, "", None, "", details=details)
         return key_id, token
 

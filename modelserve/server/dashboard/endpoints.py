@@ -5,6 +5,9 @@ static files under ``/ui/static``.
 - ``GET /ui/models/{m}``: one model; its state (``GET /ui/api/models/{m}/state``, HTML) and its
   chart series (``GET /ui/api/models/{m}/series``, JSON columns) are polled every 2 s.
 - ``POST /ui/api/models/{m}/load|unload|promote|rollback|traffic``: admin actions (roles.py), audited.
+- With auth on, ``/ui/login`` and ``/ui/logout``, and every route above guarded by login.py (a key
+  header or a session cookie) instead of the HTTP app, which knows key headers only; the static
+  files are public (vendored libraries and a style sheet).
 
 Every dashboard request touches the sampler, which runs only while someone looks.
 """
@@ -23,7 +26,9 @@ from modelserve.errors import ConfigError, InvalidInput, Unavailable
 from modelserve.protocol.names import check_model_name
 from modelserve.protocol.v2 import rest
 from modelserve.routing.router import Router
+from modelserve.server.auth import ADMIN, INFER, PUBLIC, Authenticator
 from modelserve.server.dashboard.audit import Audit
+from modelserve.server.dashboard.login import LOGIN, Login
 from modelserve.server.dashboard.render import Renderer
 from modelserve.server.dashboard.roles import Roles
 from modelserve.server.dashboard.sampler import Sampler
@@ -42,7 +47,14 @@ _CSP = b"default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inli
 
 class Dashboard:
     def __init__(
-        self, manager: ModelManager, router: Router, views: Views, sampler: Sampler, roles: Roles, audit: Audit
+        self,
+        manager: ModelManager,
+        router: Router,
+        views: Views,
+        sampler: Sampler,
+        roles: Roles,
+        audit: Audit,
+        auth: Authenticator | None = None,
     ) -> None:
         self._manager = manager
         self._router = router
@@ -51,29 +63,44 @@ class Dashboard:
         self._roles = roles
         self._audit = audit
         self._render = Renderer()
+        self.login = None if auth is None else Login(auth, self._render, _form)
         self._static = {p.name: (p.read_bytes(), _content_type(p)) for p in STATIC.iterdir() if p.is_file()}
 
     def routes(self) -> list[Route]:
-        return [
-            Route(r"/ui/?", {"GET": self.overview}),
-            Route(r"/ui/static/(?P<file>[^/]+)", {"GET": self.static}),
-            Route(r"/ui/api/overview", {"GET": self.overview_table}),
-            Route(r"/ui/models/(?P<model>[^/]+)", {"GET": self.model_page}),
-            Route(_MODEL + r"/state", {"GET": self.model_state}),
-            Route(_MODEL + r"/series", {"GET": self.series}),
-            Route(_MODEL + r"/load", {"POST": self.load}, role="admin"),
-            Route(_MODEL + r"/unload", {"POST": self.unload}, role="admin"),
-            Route(_MODEL + r"/promote", {"POST": self.promote}, role="admin"),
-            Route(_MODEL + r"/rollback", {"POST": self.rollback}, role="admin"),
-            Route(_MODEL + r"/traffic", {"POST": self.traffic}, role="admin"),
+        # (pattern, method, handler, role, page)
+        table = [
+            (r"/ui/?", "GET", self.overview, INFER, True),
+            (r"/ui/api/overview", "GET", self.overview_table, INFER, False),
+            (r"/ui/models/(?P<model>[^/]+)", "GET", self.model_page, INFER, True),
+            (_MODEL + r"/state", "GET", self.model_state, INFER, False),
+            (_MODEL + r"/series", "GET", self.series, INFER, False),
+            (_MODEL + r"/load", "POST", self.load, ADMIN, False),
+            (_MODEL + r"/unload", "POST", self.unload, ADMIN, False),
+            (_MODEL + r"/promote", "POST", self.promote, ADMIN, False),
+            (_MODEL + r"/rollback", "POST", self.rollback, ADMIN, False),
+            (_MODEL + r"/traffic", "POST", self.traffic, ADMIN, False),
         ]
+        static = Route(r"/ui/static/(?P<file>[^/]+)", {"GET": self.static}, role=PUBLIC)
+        login = self.login
+        if login is None:  # auth off: the roles only matter to an app with auth (none here)
+            routes = [Route(pattern, {method: handler}, role=role) for pattern, method, handler, role, _ in table]
+            return [*routes, static, Route(LOGIN, {"GET": self.no_login})]
+        guarded = [
+            Route(pattern, {method: login.guard(handler, role, page)}, role=PUBLIC)
+            for pattern, method, handler, role, page in table
+        ]
+        return [*guarded, static, *login.routes()]
 
     # -- pages -----------------------------------------------------------------------------
 
     async def overview(self, request: Request) -> Reply:
         self.sampler.touch()
-        page = self._render("overview.html", rows=self._views.overview(), admin=self._roles.is_admin(request))
-        return _html(page)
+        admin, logout = self._roles.is_admin(request), self.login is not None
+        return _html(self._render("overview.html", rows=self._views.overview(), admin=admin, logout=logout))
+
+    async def no_login(self, request: Request) -> Reply:
+        """Auth off: there is nothing to log in to."""
+        return 303, b"", [(b"location", b"/ui"), (b"cache-control", b"no-store")]
 
     async def overview_table(self, request: Request) -> Reply:
         self.sampler.touch()
@@ -109,7 +136,8 @@ class Dashboard:
     async def _model_context(self, request: Request, name: str) -> dict[str, Any]:
         live = self._views.model(name)
         registry = await asyncio.to_thread(self._views.registry_details, name)
-        return {"model": live, "registry": registry, "admin": self._roles.is_admin(request)}
+        admin = self._roles.is_admin(request)
+        return {"model": live, "registry": registry, "admin": admin, "logout": self.login is not None}
 
     # -- actions ---------------------------------------------------------------------------
 

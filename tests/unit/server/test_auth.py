@@ -20,6 +20,8 @@ class Key:
     salt: str
     hash: str
     revoked_at: datetime | None = None
+    rate_limit: float | None = None
+    burst: int | None = None
 
 
 def _key(name: str, role: str) -> tuple[Key, str]:

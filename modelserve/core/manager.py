@@ -11,10 +11,11 @@ import asyncio
 import gc
 import logging
 import time
-from collections.abc import Awaitable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any, cast
@@ -31,6 +32,7 @@ from modelserve.core.catalog import Catalog, Decision, PolicyCatalog
 from modelserve.core.composite import Composer, Composite
 from modelserve.core.loading import load_version
 from modelserve.core.pool import Pool
+from modelserve.core.processes import ProcessRuntime
 from modelserve.core.residency import Residency
 from modelserve.core.signature import adapt
 from modelserve.core.stats import ServerStats, VersionStats
@@ -95,6 +97,9 @@ class ModelVersion:
     graph: bool = False  # an inference graph (graph.yaml): computes through ``composite``, not a runtime
     composite: Composite | None = None
     admission: Admission | None = None  # its queue bound and timeout (config.yaml limits); None: a graph
+    # a runtime call ran past its deadline: the manager replaces its thread and recycles the runtime
+    on_hung: Callable[[Future[Any]], None] | None = None
+    recycling: bool = False  # a fresh runtime of it is loading (after a hung call)
 
     def pin(self) -> None:
         self.inflight += 1
@@ -346,9 +351,8 @@ class Handle:
 
     def _watch(self, job: Future[Any], mv: ModelVersion) -> None:
         def check() -> None:
-            if not job.done():
-                log.warning("a runtime call of model %s is hung past its deadline; its thread is replaced", mv.label)
-                self._pool.abandon(job)
+            if not job.done() and mv.on_hung is not None:
+                mv.on_hung(job)
 
         asyncio.get_running_loop().call_later(HUNG_GRACE_S, check)
 
@@ -437,6 +441,7 @@ class ModelManager:
         self._record_stats = record_stats  # off: no per-request figures (benchmarks measure the cost)
         self.composer = composer  # settable: a graph composer needs the manager it calls
         self._waking: dict[str, asyncio.Task[None]] = {}  # asleep models being loaded for a request
+        self._recycles: set[asyncio.Task[None]] = set()  # fresh runtimes loading after a hung call
         self._models: dict[str, Model] = {}
         self._locks: dict[str, asyncio.Lock] = {}  # one load/unload at a time per model name
         self.ready = False  # True once the first repository load has settled
@@ -883,7 +888,10 @@ class ModelManager:
         """Give ``mv`` a batcher when config allows and a signature has a batch dimension."""
         mv.batchable = frozenset(name for name, signature in mv.signatures.items() if _batchable(signature))
         instances = config.instances or config.processes or self._pool.threads
-        mv.admission = Admission(mv.label, config.limits, instances)
+        if mv.admission is None:  # kept when the runtime is recycled: it counts the requests in flight
+            mv.admission = Admission(mv.label, config.limits, instances)
+        mv.on_hung = partial(self._hung, mv)
+        mv.batcher = None
         if not config.batching.enabled or not mv.batchable:
             return
         policy = BatchPolicy(
@@ -904,8 +912,41 @@ class ModelManager:
             pin=mv.pin,
             unpin=mv.unpin,
             observe=mv.stats,
-            on_hung=self._pool.abandon,
+            on_hung=mv.on_hung,
         )
+
+    def _hung(self, mv: ModelVersion, job: Future[Any]) -> None:
+        """A call of ``mv`` runs past its deadline: its thread is replaced, and an in-process runtime
+        is recycled (a fresh one loads and takes over), since the hung call may hold what the next
+        ones need (a model's lock). A worker-process runtime stops its hung calls itself."""
+        log.warning("a runtime call of model %s is hung past its deadline; its thread is replaced", mv.label)
+        self._pool.abandon(job)
+        if mv.recycling or isinstance(mv.runtime, ProcessRuntime) or mv.state is not ModelState.READY:
+            return
+        mv.recycling = True
+        task = asyncio.get_running_loop().create_task(self._recycle(mv, job))
+        self._recycles.add(task)
+        task.add_done_callback(self._recycles.discard)
+
+    async def _recycle(self, mv: ModelVersion, hung: Future[Any]) -> None:
+        model = self._models.get(mv.model)
+        try:
+            if model is None:
+                return
+            runtime, _, _ = await self._load_within(mv, model.config)
+        except Exception as exc:
+            log.error("model %s: a fresh runtime to replace the hung one did not load: %s", mv.label, exc)
+            return
+        finally:
+            mv.recycling = False
+        if mv.state is not ModelState.READY or mv.runtime is None:
+            await self._pool.load(_unload_blocking, runtime, True)
+            return
+        old, mv.runtime = mv.runtime, runtime
+        self._batch(mv, runtime, model.config)  # new requests go to the fresh runtime from now on
+        log.info("model %s: runtime recycled after a hung call; the old one unloads when that call returns", mv.label)
+        loader = self._pool
+        hung.add_done_callback(lambda _: loader.submit_load(_unload_blocking, old, True))
 
     async def _record(self, action: str, mv: ModelVersion) -> None:
         """Tell the catalog (the registry's audit log, when serving from one); never fails the caller."""

@@ -23,6 +23,8 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[testing.run]:
     limits = {"timeout_s": TIMEOUT_S, "load_timeout_s": 2}
     write_slow_model(repo, "batched", config={"instances": 1, "limits": limits})
     write_slow_model(repo, "unbatched", config={"batching": False, "limits": limits})
+    # calls serialised by the runtime's lock: a hung call holds it, so only a fresh runtime helps
+    write_slow_model(repo, "serial", config={"instances": 1, "limits": limits}, thread_safe=False)
     write_slow_model(repo, "worker", config={"processes": 1, "batching": False, "limits": limits})
     (write_slow_model(repo, "load-fails") / "load_fails").write_text("")
     (write_slow_model(repo, "load-hangs", config={"limits": {"load_timeout_s": 1}}) / "load_delay").write_text("4")
@@ -65,6 +67,25 @@ def test_hung_predict_gets_504_at_its_timeout_and_its_instance_is_recycled(srv: 
     while srv.server.pool.abandoned == abandoned and time.monotonic() < deadline:
         time.sleep(0.05)
     assert srv.server.pool.abandoned == abandoned + 1  # its thread was replaced, not waited for
+
+
+def test_hung_predict_of_a_model_that_serialises_its_calls_gets_a_fresh_runtime(srv: testing.run) -> None:
+    """Threads alone would not do: the hung call holds the model's lock. The runtime is recycled."""
+    started = time.monotonic()
+    reply = _infer(srv, "serial", -12)  # holds the model's lock for 12 s
+    assert reply.status_code == 504 and "timeout" in reply.json()["error"], reply.text
+    assert time.monotonic() - started < TIMEOUT_S + 1.0
+    deadline = time.monotonic() + 5  # the fresh runtime loads meanwhile; requests before it may time out
+    while time.monotonic() < deadline:
+        reply = _infer(srv, "serial", 7.0)
+        if reply.status_code == 200:
+            break
+        assert reply.status_code == 504, reply.text
+    _ok(reply, 7.0)
+    for value in (1.0, 2.0):
+        started = time.monotonic()
+        _ok(_infer(srv, "serial", value), value)
+        assert time.monotonic() - started < 0.8  # served by the fresh runtime, not behind the hung call
 
 
 def test_hung_predict_in_a_worker_process_kills_and_replaces_the_worker(srv: testing.run) -> None:

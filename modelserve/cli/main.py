@@ -17,6 +17,7 @@ from modelserve.cli.logs import logs as logs_command
 from modelserve.cli.monitor import monitor
 from modelserve.cli.precompute import precompute_command
 from modelserve.cli.registry import registry
+from modelserve.cli.stream import stream_command
 from modelserve.cli.traffic import traffic
 from modelserve.config.server import ServerConfig
 from modelserve.errors import ModelServeError
@@ -272,3 +273,4 @@ main.add_command(monitor)
 main.add_command(precompute_command)
 main.add_command(batch_command)
 main.add_command(auth)
+main.add_command(stream_command)

@@ -14,6 +14,7 @@ from modelserve.core.residency import Residency
 from modelserve.monitoring.explain import Explainer
 from modelserve.monitoring.service import Monitoring
 from modelserve.protocol.v2 import rest
+from modelserve.repository.artifacts import ArtifactStore
 from modelserve.repository.registry import REGISTRY_DIR, RegistryStore, Stage, default_url
 from modelserve.repository.registry.payloads import PayloadTable
 from modelserve.routing.graph import GraphComposer
@@ -164,12 +165,14 @@ def open_registry(config: ServerConfig) -> RegistryStore | None:
 
 
 def build_catalog(config: ServerConfig, registry: RegistryStore | None = None) -> Catalog:
-    """What decides the served versions: a manifest, the registry, or each config.yaml's policy."""
+    """What decides the served versions: a manifest, the registry (with an artifact store: fetching
+    its versions into the repository directory), or each config.yaml's policy."""
     if config.manifest:
         return ManifestCatalog(Path(config.manifest))
     registry = registry if registry is not None else open_registry(config)
     if registry is not None:
-        return RegistryCatalog(registry, Stage(config.stage))
+        artifacts = ArtifactStore(config.artifact_store) if config.artifact_store else None
+        return RegistryCatalog(registry, Stage(config.stage), artifacts)
     return PolicyCatalog()
 
 

@@ -67,6 +67,12 @@ def main() -> None:
     help="The registry's database (implies --registry). [default: sqlite:///REPOSITORY/.modelserve/registry.db]",
 )
 @click.option(
+    "--artifact-store",
+    default=None,
+    help="Fetch the registered versions from this fsspec URL (file://, s3://, gs://), verified by checksum; "
+    "REPOSITORY is then a local cache. Needs --registry or --registry-url. [default: none]",
+)
+@click.option(
     "--stage",
     type=click.Choice(["production", "staging"]),
     default=None,
@@ -186,6 +192,7 @@ def serve(
     watch_interval: float | None,
     registry: bool | None,
     registry_url: str | None,
+    artifact_store: str | None,
     stage: str | None,
     manifest: Path | None,
     lazy_load: bool | None,
@@ -217,6 +224,7 @@ def serve(
         "watch_interval": watch_interval,
         "registry": registry,
         "registry_url": registry_url,
+        "artifact_store": artifact_store,
         "stage": stage,
         "manifest": None if manifest is None else str(manifest),
         "lazy_load": lazy_load,

@@ -12,7 +12,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,8 +24,9 @@ import yaml
 
 from modelserve import __version__
 from modelserve.cli.options import default_actor, registry_options
-from modelserve.core.registration import Inspection, register
+from modelserve.core.registration import Inspection, publish, register
 from modelserve.errors import ModelServeError
+from modelserve.repository.artifacts import ArtifactStore
 from modelserve.repository.registry import AuditEntry, RegisteredVersion, RegistryStore, Stage, default_url
 
 VALIDATE_TIMEOUT_S = 600
@@ -101,6 +102,20 @@ def inspect_in_child(path: Path, name: str, config: str | None, *, trust_code: b
     return Inspection(**answer)
 
 
+def artifact_store_option(help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--artifact-store URL`` (env ``MODELSERVE_ARTIFACT_STORE``)."""
+    return click.option(
+        "--artifact-store", "artifact_store", envvar="MODELSERVE_ARTIFACT_STORE", default=None, help=help_text
+    )
+
+
+def _artifacts(url: str | None) -> ArtifactStore | None:
+    try:
+        return ArtifactStore(url) if url else None
+    except ModelServeError as exc:
+        raise click.ClickException(exc.message) from None
+
+
 @registry.command("register")
 @click.argument("artifact", type=click.Path(path_type=Path, exists=True))
 @click.option("--name", required=True, help="The model's name.")
@@ -137,6 +152,10 @@ def inspect_in_child(path: Path, name: str, config: str | None, *, trust_code: b
     default=None,
     help="Training data (.parquet, .csv, .jsonl): store the version's reference profile for drift monitoring.",
 )
+@artifact_store_option(
+    "Also publish the version to this fsspec URL (file://, s3://, gs://), where replicas fetch it (serve "
+    "--artifact-store). [default: none]"
+)
 @click.option("--reason", default="", help="Why, for the audit log.")
 @click.pass_obj
 def register_command(
@@ -151,10 +170,12 @@ def register_command(
     config_file: Path | None,
     trust_code: bool,
     profile_data: Path | None,
+    artifact_store: str | None,
     reason: str,
 ) -> None:
     """Validate ARTIFACT (a file or a version directory) and register it as a new version of --name."""
     declared = {k: str(v) for k, v in _pairs(produced_with, "--produced-with").items()}
+    artifacts = _artifacts(artifact_store)
     config_text = config_file.read_bytes().decode("utf-8") if config_file is not None else None
     with _store(ctx) as store:
         try:
@@ -173,6 +194,7 @@ def register_command(
                 produced_with=declared,
                 actor=ctx.actor,
                 reason=reason,
+                artifacts=artifacts,
             )
         except ModelServeError as exc:
             raise click.ClickException(exc.message) from None
@@ -180,9 +202,32 @@ def register_command(
         click.echo(f"warning: {warning}", err=True)
     record = done.version
     click.echo(f"registered {record.model} version {record.version} ({record.format}) at {done.path}; stage none")
+    if artifacts is not None:
+        click.echo(
+            f"published {record.model} version {record.version} to {artifacts.url}/{record.model}/{record.version}"
+        )
     if profile_data is not None:
         _profile(ctx, record, done.path, profile_data, trust_code)
     click.echo(f"promote it with: modelserve registry promote {record.model} {record.version} --to production")
+
+
+@registry.command("publish")
+@click.argument("name")
+@click.argument("version", type=click.IntRange(min=1))
+@artifact_store_option("The fsspec URL (file://, s3://, gs://) to publish to. [required]")
+@click.pass_obj
+def publish_command(ctx: Context, name: str, version: int, artifact_store: str | None) -> None:
+    """Publish a registered VERSION of NAME from the repository to an artifact store (again: a
+    version published with the same files is left as is), verified against its registered checksums."""
+    artifacts = _artifacts(artifact_store)
+    if artifacts is None:
+        raise click.UsageError("publish needs --artifact-store URL (or MODELSERVE_ARTIFACT_STORE)")
+    with _store(ctx) as store:
+        try:
+            source = publish(store, ctx.repository, artifacts, name, version)
+        except ModelServeError as exc:
+            raise click.ClickException(exc.message) from None
+    click.echo(f"published {name} version {version} from {source} to {artifacts.url}/{name}/{version}")
 
 
 def _profile(ctx: Context, record: RegisteredVersion, path: Path, data: Path, trust_code: bool) -> None:

@@ -38,6 +38,9 @@ class ServerConfig:
     registry_url: str = ""  # an SQLAlchemy URL (sqlite:///..., postgresql+psycopg://...); implies registry
     stage: str = "production"  # the stage a registry server serves: production or staging
     manifest: str = ""  # a manifest file (registry export): serve exactly the versions it lists
+    # an fsspec URL (file://, s3://, gs://) the registered versions are fetched from, verified by
+    # checksum: with the registry, the repository directory is then a local cache (replicas)
+    artifact_store: str = ""
     # many models, bounded memory (core/residency.py)
     lazy_load: bool = False  # load each model on its first request instead of at start-up
     idle_unload_s: float = 0.0  # unload a model version unused for this long; 0: never
@@ -91,6 +94,11 @@ class ServerConfig:
             raise ConfigError(f"stage must be production or staging, got {self.stage!r}")
         if self.manifest and (self.registry or self.registry_url):
             raise ConfigError("serve either from a manifest or from the registry, not both")
+        if self.artifact_store and not (self.registry or self.registry_url):
+            raise ConfigError(
+                "artifact_store needs the registry (registry or registry_url): the registry says which versions "
+                "to fetch and their checksums"
+            )
         if self.idle_unload_s < 0 or self.memory_budget_mb < 0 or self.load_wait_s <= 0:
             raise ConfigError(
                 "idle_unload_s and memory_budget_mb must be >= 0 and load_wait_s > 0, got "

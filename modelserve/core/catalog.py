@@ -10,17 +10,28 @@ and what a request for a version that no longer serves is told. Three exist:
   versions answer 410 Gone naming their replacement, and versions scheduled for retirement carry
   their sunset date. The stage is also a label (``production``, ``staging``). Server events
   (load, unload, failed load) go to the registry's audit log.
+  With an artifact store (``serve --artifact-store URL``: replicas sharing one registry), the
+  repository directory is a local cache: the versions the stage selects are fetched from the store
+  and verified against the registered checksums before they are decided on (``sync`` on every
+  poll, and ``decide`` for any still missing). A fetch that fails leaves the serving versions
+  serving; the selected version is FAILED with the reason, and the fetch is retried on later polls
+  (after 0.5 s, then twice as long each time, up to 30 s).
 - :class:`ManifestCatalog` (``serve --manifest``): exactly the versions, checksums and configs an
   exported manifest lists, so that a served set can be reproduced elsewhere.
 
-``decide`` and ``snapshot`` block (database reads, file hashing): call them off the event loop.
+``decide``, ``snapshot`` and ``sync`` block (database reads, file hashing, downloads): call them
+off the event loop.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import socket
+import threading
+import time
+import uuid
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -32,7 +43,8 @@ import yaml
 from modelserve.config.model import ModelConfig
 from modelserve.core.policy import select_versions
 from modelserve.errors import ConfigError, ModelNotFound, ModelServeError
-from modelserve.repository.layout import ModelSource
+from modelserve.repository.artifacts import ArtifactStore
+from modelserve.repository.layout import CONFIG_FILE, ModelSource
 from modelserve.repository.registry import AuditAction, RegisteredVersion, RegistryStore, Stage
 from modelserve.runtimes.provenance import check, serving_versions
 
@@ -70,6 +82,12 @@ class Catalog(Protocol):
         """Note a server event (``load``, ``unload``, ``load_failed``) where the catalog keeps them."""
         ...
 
+    def sync(self, repository: Path, fetch: bool = True) -> None:
+        """Bring ``repository`` up to date where the catalog keeps the bytes elsewhere (an artifact
+        store); ``fetch=False`` lays out the model directories only, leaving downloads to ``decide``.
+        Called before the repository is scanned. Never raises for one model's failure. Blocks."""
+        ...
+
     def close(self) -> None:
         """Release what the catalog holds (database connections). Called once, when the server stops."""
         ...
@@ -93,6 +111,9 @@ class PolicyCatalog:
     def record(self, action: str, model: str, version: int, reason: str = "") -> None:
         return None
 
+    def sync(self, repository: Path, fetch: bool = True) -> None:
+        return None
+
     def close(self) -> None:
         return None
 
@@ -100,12 +121,19 @@ class PolicyCatalog:
 class RegistryCatalog:
     """The registry's ``stage`` decides (see the module docstring)."""
 
-    def __init__(self, store: RegistryStore, stage: Stage = Stage.PRODUCTION) -> None:
+    def __init__(
+        self, store: RegistryStore, stage: Stage = Stage.PRODUCTION, artifacts: ArtifactStore | None = None
+    ) -> None:
+        """``artifacts``: fetch the selected versions from this store into the repository directory,
+        a local cache (see the module docstring)."""
         if stage not in (Stage.PRODUCTION, Stage.STAGING):
             raise ConfigError(f"a server serves the production or the staging stage, not {stage.value!r}")
         self._store = store
         self._stage = stage
+        self._artifacts = artifacts
         self._actor = f"server@{socket.gethostname()}"
+        self._fetching = threading.Lock()  # sync (the watcher) and decide (loads) may fetch at once
+        self._failed: dict[tuple[str, int], _FetchFailure] = {}  # fetches to retry, not before retry_at
 
     def decide(self, source: ModelSource, config: ModelConfig) -> Decision:
         try:
@@ -123,8 +151,8 @@ class RegistryCatalog:
         for record in registered:
             if record.version not in selected:
                 continue
-            if record.version not in source.versions:
-                refused[record.version] = f"registered, but {source.path / str(record.version)} is missing"
+            if (missing := self._missing(source, record)) is not None:
+                refused[record.version] = missing
                 continue
             verdict = check(record.libraries, serving_versions(record.format))
             for warning in verdict.warnings:
@@ -144,6 +172,71 @@ class RegistryCatalog:
             mistake=False,
         )
 
+    def _missing(self, source: ModelSource, record: RegisteredVersion) -> str | None:
+        """None when the version's directory is there (fetched now if need be), else why not."""
+        path = source.path / str(record.version)
+        if record.version in source.versions or path.is_dir():
+            return None
+        if self._artifacts is None:
+            return f"registered, but {path} is missing"
+        failure = self._fetch(source.path.parent, record)
+        return None if failure is None else f"cannot fetch it from the artifact store: {failure}"
+
+    def sync(self, repository: Path, fetch: bool = True) -> None:
+        """With an artifact store: for every model with versions in the stage, its directory and
+        config.yaml (the registered one) in ``repository``, and with ``fetch`` its selected versions
+        fetched and verified. A failed fetch is logged and retried later; a registry that cannot be
+        read is logged (the cache stays as it is). Blocks."""
+        if self._artifacts is None:
+            return
+        try:
+            chosen = self._store.in_stage(self._stage)
+            records = {name: self._store.versions(name) for name in chosen}
+        except ModelServeError as exc:
+            log.error("cannot read the registry to update the local cache %s: %s", repository, exc.message)
+            return
+        for name, versions in sorted(chosen.items()):
+            selected = [r for r in records[name] if r.version in versions]
+            try:
+                _write_config(repository / name, selected[-1].config)
+            except OSError as exc:
+                log.error("cannot write the config.yaml of model %r in %s: %s", name, repository, exc)
+                continue
+            if fetch:
+                for record in selected:
+                    if not (repository / name / str(record.version)).is_dir():
+                        self._fetch(repository, record)
+
+    def _fetch(self, repository: Path, record: RegisteredVersion) -> str | None:
+        """Fetch one version into ``repository`` unless a recent failure says wait; None on success,
+        else the reason (logged when it is a new attempt)."""
+        assert self._artifacts is not None
+        key = (record.model, record.version)
+        with self._fetching:
+            if (repository / record.model / str(record.version)).is_dir():
+                return None
+            failure = self._failed.get(key)
+            if failure is not None and time.monotonic() < failure.retry_at:
+                return failure.reason
+            started = time.perf_counter()
+            try:
+                self._artifacts.fetch(record.model, record.version, repository, record.checksums)
+            except ModelServeError as exc:
+                attempts = failure.attempts + 1 if failure is not None else 1
+                delay = min(RETRY_FIRST_S * 2 ** (attempts - 1), RETRY_MAX_S)
+                self._failed[key] = _FetchFailure(exc.message, attempts, time.monotonic() + delay)
+                log.error(
+                    "model %r version %s: fetch failed (attempt %d, next in %.1f s): %s",
+                    record.model, record.version, attempts, delay, exc.message,
+                )  # fmt: skip
+                return exc.message
+            self._failed.pop(key, None)
+            log.info(
+                "model %r version %s fetched from %s and verified in %.2f s",
+                record.model, record.version, self._artifacts.url, time.perf_counter() - started,
+            )  # fmt: skip
+            return None
+
     def _sunsets(self, name: str, records: list[RegisteredVersion]) -> dict[int, tuple[datetime, datetime]]:
         scheduled = {r.version: r.sunset_at for r in records if r.sunset_at is not None}
         if not scheduled:
@@ -162,12 +255,45 @@ class RegistryCatalog:
 
     def record(self, action: str, model: str, version: int, reason: str = "") -> None:
         try:
-            self._store.record(AuditAction(action), model, version, actor=self._actor, reason=reason)
+            self._store.record(
+                AuditAction(action), model, version, actor=self._actor, reason=reason, details={"pid": os.getpid()}
+            )
         except ModelServeError as exc:  # the audit log must not take serving down with it
             log.error("could not record %s of model %r version %s in the registry: %s", action, model, version, exc)
 
     def close(self) -> None:
         self._store.close()
+
+
+RETRY_FIRST_S = 0.5  # a failed fetch is retried after this long, then twice as long each time
+RETRY_MAX_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class _FetchFailure:
+    reason: str
+    attempts: int
+    retry_at: float  # time.monotonic()
+
+
+def _write_config(model_dir: Path, text: str | None) -> None:
+    """Make ``model_dir/config.yaml`` hold ``text`` (None: no config.yaml), atomically; unchanged
+    when it already does, so that hot reload sees no change. Raises OSError."""
+    model_dir.mkdir(parents=True, exist_ok=True)
+    path = model_dir / CONFIG_FILE
+    current = path.read_bytes() if path.is_file() else None
+    wanted = None if text is None else text.encode("utf-8")
+    if current == wanted:
+        return
+    if wanted is None:
+        path.unlink(missing_ok=True)
+        return
+    temporary = model_dir / f".{CONFIG_FILE}.{uuid.uuid4().hex}"
+    try:
+        temporary.write_bytes(wanted)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +340,9 @@ class ManifestCatalog:
         return None
 
     def record(self, action: str, model: str, version: int, reason: str = "") -> None:
+        return None
+
+    def sync(self, repository: Path, fetch: bool = True) -> None:
         return None
 
     def close(self) -> None:

@@ -560,7 +560,11 @@ class ModelManager:
     # -- lifecycle -------------------------------------------------------------------------
 
     def discover(self) -> list[ModelSource]:
-        """The models under the repository. Raises ConfigError if it is not a directory."""
+        """The models under the repository. Raises ConfigError if it is not a directory.
+
+        A catalog that keeps the bytes elsewhere (an artifact store) lays out its model directories
+        first; their versions are fetched as they load (``decide``), once the server is listening."""
+        self.catalog.sync(self.repository, fetch=False)
         return scan(self.repository)
 
     async def load_repository(self, sources: Iterable[ModelSource]) -> None:

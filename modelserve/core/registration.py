@@ -11,10 +11,18 @@
    for risky ones;
 4. computes the SHA-256 of every file of the copy, and records the version in the registry (one
    transaction, with its audit row);
-5. renames the copy to ``REPO/NAME/<version>``: the version appears whole, never half-copied.
+5. renames the copy to ``REPO/NAME/<version>``: the version appears whole, never half-copied;
+6. with an artifact store (``--artifact-store``: replicas fetch from it), publishes the version there.
 
 Any failure before the rename removes the copy, so the registry and the repository are as they
 were. The version starts in stage ``none``: a ``--registry`` server serves it once promoted.
+
+Why record first and publish last: the registry hands out the version number (two registrations
+racing for one number: one gets a conflict before anything is uploaded), and a version that is
+recorded but not published is harmless: it is in stage ``none``, and a replica asked to serve it
+anyway reports "not published" and keeps serving what it has. Publishing first would leave bytes
+under a number the registry may give to another version. A failed publish says so and is retried
+with :func:`publish` (``modelserve registry publish NAME VERSION``) from ``REPO/NAME/<version>``.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from modelserve.errors import ConfigError, InvalidInput, ModelServeError
+from modelserve.repository.artifacts import ArtifactStore, ArtifactStoreError
 from modelserve.repository.checksums import digest_tree
 from modelserve.repository.layout import CONFIG_FILE, MODEL_NAME, scan_one
 from modelserve.repository.registry import RegisteredVersion, RegistryStore
@@ -72,13 +81,16 @@ def register(
     produced_with: Mapping[str, str] | None = None,
     actor: str,
     reason: str = "",
+    artifacts: ArtifactStore | None = None,
 ) -> Registered:
     """Register ``artifact`` as ``name`` (version None: the next free number). See the module doc.
 
     ``config_text`` becomes the model's config.yaml when it has none yet; a model that has one
     keeps it (a different text is refused: one config serves every version of a model).
-    ``produced_with`` declares library versions the artifact does not record itself. Raises
-    InvalidInput or ConfigError (nothing registered), RegistryError / RegistryConflict.
+    ``produced_with`` declares library versions the artifact does not record itself. With
+    ``artifacts``, the version is published there once registered. Raises InvalidInput or
+    ConfigError (nothing registered), RegistryError / RegistryConflict, or ArtifactStoreError
+    (registered, not published: the message says how to publish it).
     """
     if not MODEL_NAME.fullmatch(name) or ".." in name:
         raise InvalidInput(f"invalid model name {name!r}: use letters, digits, '_', '.', '-'")
@@ -127,7 +139,33 @@ def register(
     if config_text is not None and existing is None:
         _write_atomically(config_path, config_text)
     os.rename(incoming, target)  # atomic on one file system: the version appears whole
+    if artifacts is not None:
+        _publish(artifacts, target, record)
     return Registered(record, target, list(verdict.warnings))
+
+
+def publish(store: RegistryStore, repository: Path, artifacts: ArtifactStore, name: str, version: int) -> Path:
+    """Publish a registered version from ``repository/name/version`` to ``artifacts`` (again: a
+    version already published with the same files is left as is). Its files must match the
+    registered checksums. Returns the published directory. Raises ModelNotFound / VersionNotFound
+    (not registered), ArtifactStoreError."""
+    record = store.get(name, version)
+    source = repository / record.model / str(record.version)
+    if not source.is_dir():
+        raise ArtifactStoreError(f"{source} does not exist: publish from the repository the version was registered in")
+    _publish(artifacts, source, record)
+    return source
+
+
+def _publish(artifacts: ArtifactStore, source: Path, record: RegisteredVersion) -> None:
+    try:
+        artifacts.publish(source, record.model, record.version, record.checksums)
+    except ArtifactStoreError as exc:
+        raise ArtifactStoreError(
+            f"{record.model!r} version {record.version} is registered (stage {record.stage.value}) but not published "
+            f"to {artifacts.url}: {exc.message}; publish it with `modelserve registry publish {record.model} "
+            f"{record.version} --artifact-store {artifacts.url}` before promoting it"
+        ) from None
 
 
 def _next_number(store: RegistryStore, repository: Path, name: str) -> int:

@@ -14,6 +14,8 @@ and ``mv`` it into place.
 When the server follows the registry (``serve --registry``), every poll also reads the
 registry's stages; a change (a promotion, a rollback, a retirement scheduled) makes every model
 converge at once: the catalog decides, and unchanged versions are kept as they are.
+With an artifact store (``--artifact-store``), every poll then has the catalog fetch the
+selected versions the local cache lacks (``Catalog.sync``), and retry fetches that failed.
 
 File-system events (watchfiles: inotify, FSEvents, ReadDirectoryChangesW) wake the watcher as soon
 as something changes, so a published version serves within about a second; the timed poll is the
@@ -110,6 +112,9 @@ class RepositoryWatcher:
     async def poll(self) -> None:
         current = await asyncio.to_thread(self._snapshot)
         catalog = await asyncio.to_thread(self._manager.catalog.snapshot)
+        # after the snapshots: a version fetched now is there when a registry change reloads the
+        # model in this poll; the new directory itself is seen (and settles) in the next ones
+        await asyncio.to_thread(self._manager.catalog.sync, self._manager.repository)
         catalog_changed = catalog != self._catalog
         self._catalog = catalog
         settled = {name: fp for name, fp in current.items() if self._seen.get(name) == fp}

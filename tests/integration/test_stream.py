@@ -20,9 +20,12 @@ from typing import Any
 import numpy as np
 import pytest
 import redis
+from click.testing import CliRunner
 from sklearn.datasets import load_iris
 
 import modelserve
+from modelserve.cli.main import main
+from tests.fixtures.models import _save_onnx, adder_model
 from tests.fixtures.redis import redis_prefix, redis_url  # noqa: F401  (fixtures)
 
 WAIT_S = 30.0
@@ -49,7 +52,9 @@ class Stream:
     def __init__(self, models: Path, url: str, prefix: str, *options: str, consumer: str = "c1") -> None:
         self.log = models.parent / f"stream-{consumer}-{time.monotonic_ns()}.log"
         command = [sys.executable, "-m", "modelserve.cli", "stream", str(models), "--broker", url]
-        command += ["--input", f"{prefix}:in", "--output", f"{prefix}:out", "--model", "iris", "--group", GROUP]
+        command += ["--input", f"{prefix}:in", "--output", f"{prefix}:out", "--group", GROUP]
+        if "--model" not in options:
+            command += ["--model", "iris"]
         command += ["--consumer", consumer, "--block-ms", "100", "--log-format", "console", "--threads", "2", *options]
         with self.log.open("wb") as sink:
             self.process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -221,6 +226,40 @@ def test_a_new_version_is_picked_up_without_restart(
     first_two = versions.index("2")
     assert set(versions[:first_two]) == {"1"} and set(versions[first_two:]) == {"2"}
     assert pending(client, inp) == 0
+
+
+def test_a_promotion_in_the_registry_is_followed_without_restart(
+    tmp_path: Path,
+    client: redis.Redis,
+    redis_url: str,  # noqa: F811
+    redis_prefix: str,  # noqa: F811
+) -> None:
+    inp, out = f"{redis_prefix}:in", f"{redis_prefix}:out"
+    models = tmp_path / "registered"
+    for k in (1, 2):  # adder version k answers x + k
+        _save_onnx(tmp_path / f"adds-{k}" / "model.onnx", adder_model(float(k)))
+        registry(models, "register", str(tmp_path / f"adds-{k}" / "model.onnx"), "--name", "adder")
+    registry(models, "promote", "adder", "1", "--to", "production")
+    send(client, inp, [{"a": 1, "b": 2, "c": 3}])
+    options = ("--model", "adder", "--registry", "--watch-interval", "0.2")
+    with Stream(models, redis_url, redis_prefix, *options) as stream:
+        wait_for(lambda: client.xlen(out) >= 1, "an answer from version 1", stream)
+        registry(models, "promote", "adder", "2", "--to", "production")
+
+        def switched() -> bool:
+            send(client, inp, [{"a": 1, "b": 2, "c": 3}])
+            return answers(client, out)[-1]["model_version"] == "2"
+
+        wait_for(switched, "answers from version 2", stream)
+        assert stream.stop() == 0
+    got = answers(client, out)
+    assert got[0]["outputs"] == {"y": [2.0, 3.0, 4.0]} and got[-1]["outputs"] == {"y": [3.0, 4.0, 5.0]}
+    assert pending(client, inp) == 0
+
+
+def registry(models: Path, *args: str) -> None:
+    result = CliRunner().invoke(main, ["registry", "--repository", str(models), "--actor", "ci", *args])
+    assert result.exit_code == 0, result.output
 
 
 def test_sigterm_finishes_the_read_in_hand_and_exits_0(

@@ -190,6 +190,11 @@ class RegistryCatalog:
         if self._artifacts is None:
             return
         try:
+            repository.mkdir(parents=True, exist_ok=True)  # the cache is ours: a new replica starts without one
+        except OSError as exc:
+            log.error("cannot create the local cache %s: %s", repository, exc)
+            return
+        try:
             chosen = self._store.in_stage(self._stage)
             records = {name: self._store.versions(name) for name in chosen}
         except ModelServeError as exc:

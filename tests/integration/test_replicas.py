@@ -328,3 +328,15 @@ def test_a_failed_publish_leaves_the_version_registered_and_publish_completes_it
         done = CliRunner().invoke(main, [*where, "publish", "adder", "1"], env=env)
         assert done.exit_code == 0 and "published adder version 1" in done.output, done.output
     assert sorted(p.name for p in (store_dir / "adder" / "1").iterdir()) == [".modelserve-published.json", "model.onnx"]
+
+
+def test_a_new_replica_creates_its_cache_and_starts_with_nothing_in_production(tmp_path: Path) -> None:
+    cache = tmp_path / "new" / "cache"
+    url = f"sqlite:///{tmp_path / 'registry.db'}"
+    with (
+        testing.run(cache, registry_url=url, artifact_store=f"file://{tmp_path / 'store'}") as srv,
+        httpx.Client(base_url=srv.http_url) as client,
+    ):
+        assert client.get("/v2/health/ready").status_code == 200
+        assert client.post("/v2/repository/index", json={}).json() == []
+    assert cache.is_dir()

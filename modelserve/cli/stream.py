@@ -43,6 +43,13 @@ from modelserve.telemetry import logs
     show_default=True,
     help="Redo records another consumer left unacknowledged this long (it died).",
 )
+@click.option(
+    "--max-deliveries",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    help="Answer a record handed out more often than this (consumers crashed on it) with an error.",
+)
 @click.option("--dead-letter", help="Send the answers of records that fail here. [default: the output]")
 @click.option("--columns", help="Comma-separated fields that make the model's one 2-D input. [default: all, in order]")
 @click.option("--trust-code", is_flag=True, help="Allow loading a model given as Python code.")
@@ -74,6 +81,7 @@ def stream_command(
     batch_size: int,
     block_ms: int,
     claim_idle_ms: int,
+    max_deliveries: int,
     dead_letter: str | None,
     columns: str | None,
     trust_code: bool,
@@ -98,6 +106,7 @@ def stream_command(
             batch_size=batch_size,
             block_ms=block_ms,
             claim_idle_ms=claim_idle_ms,
+            max_deliveries=max_deliveries,
             dead_letter=dead_letter,
             columns=tuple(c.strip() for c in columns.split(",")) if columns else None,
             trust_code=trust_code,

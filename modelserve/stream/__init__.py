@@ -75,7 +75,9 @@ def default_consumer() -> str:
 class StreamConfig:
     """``batch_size``: records per read (one scoring call for its rows); ``block_ms``: how long a
     read waits for records, and so how long a stop may wait; ``claim_idle_ms``: how long a record
-    stays unacknowledged by another consumer before this one redoes it; ``watch_interval``: seconds
+    stays unacknowledged by another consumer before this one redoes it; ``max_deliveries``: a
+    record handed out more often than this (consumers crashed on it, Redis counts) is answered
+    with an error instead of being scored again; ``watch_interval``: seconds
     between repository polls (0: no hot reload); ``registry``/``registry_url``/``stage``: serve the
     version the registry has in ``stage`` and follow its promotions."""
 
@@ -89,6 +91,7 @@ class StreamConfig:
     batch_size: int = 64
     block_ms: int = 1000
     claim_idle_ms: int = 60_000
+    max_deliveries: int = 5
     dead_letter: str | None = None
     columns: tuple[str, ...] | None = None
     trust_code: bool = False
@@ -105,6 +108,8 @@ class StreamConfig:
             raise ConfigError(f"block_ms must be >= 1, got {self.block_ms}")
         if self.claim_idle_ms < 1:
             raise ConfigError(f"claim_idle_ms must be >= 1, got {self.claim_idle_ms}")
+        if self.max_deliveries < 1:
+            raise ConfigError(f"max_deliveries must be >= 1, got {self.max_deliveries}")
         if self.watch_interval < 0:
             raise ConfigError(f"watch_interval must be >= 0, got {self.watch_interval}")
         if self.stage not in (Stage.PRODUCTION, Stage.STAGING):
@@ -128,7 +133,14 @@ async def consume(config: StreamConfig, stop: asyncio.Event, broker: Broker | No
         await broker.open()
         if watcher is not None:
             watching = asyncio.create_task(watcher.run())
-        route = Route(config.output, config.dead_letter, config.batch_size, config.block_ms, config.claim_idle_ms)
+        route = Route(
+            config.output,
+            config.dead_letter,
+            config.batch_size,
+            config.block_ms,
+            config.claim_idle_ms,
+            config.max_deliveries,
+        )
         consumer = Consumer(broker, Scorer(manager, config.model, config.columns), route)
         log.info("stream started", extra={FIELDS: _described(config)})
         stats = await consumer.run(stop)

@@ -7,7 +7,10 @@ model is not loaded yet, the broker is unreachable) are retried, every ``RETRY_S
 records in hand: nothing is skipped, and nothing is acknowledged meanwhile.
 
 Every ``claim_idle_ms`` (and at start) the consumer takes over the records other members of the
-group read but left unacknowledged for that long (a consumer that crashed) and redoes them.
+group read but left unacknowledged for that long (a consumer that crashed) and redoes them. A
+record handed out more than ``max_deliveries`` times (Redis counts deliveries; Kafka does not) is
+answered with an error rather than scored again: a record that crashes every consumer that scores
+it would otherwise go round the group for ever.
 
 ``stop`` (SIGTERM, SIGINT) ends the loop after the read in hand: a blocking read returns within
 ``block_ms``; its records are scored, written and acknowledged; then the consumer leaves.
@@ -62,6 +65,7 @@ class Route:
     batch_size: int
     block_ms: int
     claim_idle_ms: int
+    max_deliveries: int = 5
 
 
 class Consumer:
@@ -98,9 +102,12 @@ class Consumer:
     async def _handle(self, records: Sequence[Record], stop: asyncio.Event) -> None:
         self.stats.records_in += len(records)
         self.stats.reads += 1
+        limit = self._route.max_deliveries
+        poison = {r.id: self._scorer.refuse(r, _crashed(r)) for r in records if r.deliveries > limit}
+        to_score = [r for r in records if r.id not in poison]
         while True:
             try:
-                version, scored = await self._scorer.score(records)
+                version, scored = await self._scorer.score(to_score) if to_score else (self.stats.version, [])
                 break
             except TRANSIENT as exc:
                 if stop.is_set():  # leave them pending: the group redoes them
@@ -109,8 +116,9 @@ class Consumer:
                 log.warning("cannot score yet (%s); retrying in %s s", exc.message, RETRY_S)
                 await asyncio.sleep(RETRY_S)
         self.stats.version = version
+        by_id = {answer[0]: answer for answer in scored} | poison
         answers = []
-        for source, value, failed in scored:
+        for source, value, failed in (by_id[r.id] for r in records):
             target = self._route.dead_letter if failed and self._route.dead_letter else self._route.output
             answers.append(Answer(source, target, value, failed=failed))
             if failed:
@@ -144,3 +152,10 @@ class Consumer:
                     return []
                 log.warning("%s; retrying in %s s", exc.message, RETRY_S)
                 await asyncio.sleep(RETRY_S)
+
+
+def _crashed(record: Record) -> str:
+    return (
+        f"record {record.id} was handed out {record.deliveries} times without being answered "
+        "(consumers may have crashed on it); not scored again"
+    )

@@ -37,11 +37,14 @@ SCALARS = (int, float, bool, str)
 @dataclass(frozen=True, slots=True)
 class Record:
     """One input record: ``id`` as the broker names it (a Redis entry id, ``topic/partition/offset``
-    for Kafka), ``value`` its JSON bytes, ``key`` the message key (Kafka; copied to the answer)."""
+    for Kafka), ``value`` its JSON bytes, ``key`` the message key (Kafka; copied to the answer),
+    ``deliveries`` how many times the group has handed it out, this time included (1 where the
+    broker does not count)."""
 
     id: str
     value: bytes
     key: bytes | None = None
+    deliveries: int = 1
 
 
 @dataclass(frozen=True, slots=True)

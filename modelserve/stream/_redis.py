@@ -13,6 +13,7 @@ output keys must share a hash slot for that (name them ``{jobs}:in`` and ``{jobs
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from modelserve.stream._broker import BrokerError, redacted
@@ -55,7 +56,7 @@ class RedisStreams:
         if self._backlog:
             records = await self._read("0", count, None)
             if records:
-                return records
+                return await self._counted(records)
             self._backlog = False
         return await self._read(">", count, block_ms)
 
@@ -77,12 +78,23 @@ class RedisStreams:
                 start_id=self._cursor,
                 count=count,
             )
-            cursor = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
+            cursor = _text(reply[0])
             records = await self._records(reply[1])
             wrapped = cursor == "0-0"
             self._cursor = cursor
             if records or wrapped:
-                return records
+                return await self._counted(records)
+
+    async def _counted(self, records: list[Record]) -> list[Record]:
+        """``records`` (delivered before: a backlog or reclaimed) with their delivery counts."""
+        if not records:
+            return records
+        first, last = records[0].id, records[-1].id
+        entries = await self._call(
+            self._client.xpending_range, self._input, self._group, first, last, len(records) * 2, self._consumer
+        )
+        counts = {_text(e["message_id"]): int(e["times_delivered"]) for e in entries}
+        return [replace(r, deliveries=counts.get(r.id, r.deliveries)) for r in records]
 
     async def commit(self, answers: Sequence[Answer], done: Sequence[str]) -> None:
         async def transaction() -> None:
@@ -122,3 +134,7 @@ class RedisStreams:
             return await method(*args, **kwargs)
         except (RedisError, OSError) as exc:
             raise BrokerError(f"{self.where}: {type(exc).__name__}: {exc}") from None
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

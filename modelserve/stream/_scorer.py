@@ -123,6 +123,10 @@ class Scorer:
             self._maps[cache_key] = found
         return found
 
+    def refuse(self, record: Record, message: str) -> Scored:
+        """An error answer for ``record``, which is not scored."""
+        return self._error(record, message, None)
+
     def _error(self, record: Record, message: str, version: int | None) -> Scored:
         return record.id, error_answer(record.id, self._model, message, version), True
 

@@ -164,6 +164,7 @@ def test_a_killed_consumer_loses_nothing(
         assert second.stop() == 0
     got = answers(client, out)
     assert {a["id"] for a in got} == set(ids) and all("outputs" in a for a in got)
+    assert len(got) == len(ids)  # and none twice: Redis writes the answers and the acks in one transaction
     taken = re.search(r"\(([\d,]+) taken over from other consumers\)", second.output())
     assert taken and int(taken[1].replace(",", "")) >= 10, second.output()
 
@@ -198,6 +199,25 @@ def test_a_malformed_record_is_answered_with_an_error(
     assert "'petal_width' is null" in messages[2] and "wide" in messages[3]
     assert "takes 4 columns" in messages[4] and "input" in messages[5]
     assert pending(client, inp) == 0
+
+
+def test_a_record_consumers_keep_crashing_on_is_answered_with_an_error(
+    models: Path,
+    client: redis.Redis,
+    redis_url: str,  # noqa: F811
+    redis_prefix: str,  # noqa: F811
+) -> None:
+    inp, out = f"{redis_prefix}:in", f"{redis_prefix}:out"
+    ids = send(client, inp, rows(3))
+    client.xgroup_create(inp, GROUP, id="0")
+    client.xreadgroup(GROUP, "ghost", {inp: ">"}, count=2)
+    client.xclaim(inp, GROUP, "ghost", 0, [ids[0]], retrycount=5)  # as if 5 consumers had died on it
+    with Stream(models, redis_url, redis_prefix, "--claim-idle-ms", "1", "--max-deliveries", "5") as stream:
+        wait_for(lambda: client.xlen(out) >= 3, "every answer", stream)
+        assert stream.stop() == 0
+    got = {a["id"]: a for a in answers(client, out)}
+    assert "handed out 6 times without being answered" in got[ids[0]]["error"]
+    assert "outputs" in got[ids[1]] and "outputs" in got[ids[2]] and pending(client, inp) == 0
 
 
 def test_a_new_version_is_picked_up_without_restart(

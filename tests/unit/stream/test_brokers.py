@@ -82,6 +82,7 @@ def test_kafka_unreachable_is_a_broker_error() -> None:
         ({"batch_size": 0}, "batch_size must be >= 1"),
         ({"block_ms": 0}, "block_ms must be >= 1"),
         ({"claim_idle_ms": 0}, "claim_idle_ms must be >= 1"),
+        ({"max_deliveries": 0}, "max_deliveries must be >= 1"),
         ({"watch_interval": -1}, "watch_interval must be >= 0"),
         ({"stage": "none"}, "expected production or staging"),
         ({"output": "in"}, "cannot also be the output"),

@@ -4,8 +4,10 @@ A consumer joins a consumer group on an input stream (Redis Streams, or a Kafka 
 read with one model, served exactly as ``modelserve serve`` serves it (a ModelManager: same loading,
 validation, runtimes and batcher), writes one answer per record to the output stream (or, for
 records that cannot be scored, to ``dead_letter`` when given) and acknowledges the records
-after their answers are written: at-least-once delivery. See _records.py for what a record and an
-answer hold, _consumer.py for the loop, _broker.py for what a broker must do.
+after their answers are written: at-least-once delivery (with Redis on one server, answers and
+acknowledgements share a transaction, so a crash writes no answer twice; see _redis.py).
+See _records.py for what a record and an answer hold, _consumer.py for the loop, _broker.py for
+what a broker must do.
 
 The model follows the repository as the server does: a new version directory (hot reload,
 core/watcher.py, every ``watch_interval`` seconds and on file-system events) or, with

@@ -3,6 +3,10 @@
 A broker is read as one member of a consumer group: the records it hands out stay *pending*
 (Redis: in the group's pending entries list; Kafka: past the committed offset) until
 acknowledged, so a consumer that dies before acknowledging leaves them to be redone.
+
+Writing the answers and acknowledging the records are one call, ``commit``, rather than two, so
+that a broker that can make them atomic does (Redis: one MULTI/EXEC); one that cannot writes, waits
+for the writes to be durable, then acknowledges (Kafka).
 """
 
 from __future__ import annotations

@@ -118,9 +118,10 @@ class Consumer:
         self.stats.version = version
         by_id = {answer[0]: answer for answer in scored} | poison
         answers = []
-        for source, value, failed in (by_id[r.id] for r in records):
+        for record in records:
+            source, value, failed = by_id[record.id]
             target = self._route.dead_letter if failed and self._route.dead_letter else self._route.output
-            answers.append(Answer(source, target, value, failed=failed))
+            answers.append(Answer(source, target, value, record.key, failed))
             if failed:
                 self.stats.records_failed += 1
                 log.warning("record %s answered with an error", source, extra={FIELDS: {"record": source}})

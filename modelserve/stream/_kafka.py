@@ -17,6 +17,7 @@ Redis Streams broker carries the end-to-end tests of the consumer.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,6 +27,8 @@ from modelserve.stream._broker import BrokerError
 from modelserve.stream._records import Answer, Record
 
 EXTRA = "pip install 'modelserve[kafka]'"
+
+log = logging.getLogger("modelserve.stream")
 
 
 def bootstrap_servers(url: str) -> list[str]:
@@ -105,7 +108,11 @@ class KafkaBroker:
         return []  # the group coordinator reassigns a dead member's partitions (module doc)
 
     async def commit(self, answers: Sequence[Answer], done: Sequence[str]) -> None:
-        from aiokafka.errors import KafkaError  # type: ignore[import-untyped, import-not-found, unused-ignore]
+        from aiokafka.errors import (  # type: ignore[import-untyped, import-not-found, unused-ignore]
+            CommitFailedError,
+            IllegalStateError,
+            KafkaError,
+        )
 
         producer, consumer = self._open(self._producer), self._open(self._consumer)
         try:
@@ -118,10 +125,15 @@ class KafkaBroker:
                 offsets[partition] = max(offsets.get(partition, 0), offset + 1)
             if offsets:
                 await consumer.commit(offsets)
-            for record_id in done:
-                del self._held[record_id]
+        except (CommitFailedError, IllegalStateError) as exc:
+            # the group rebalanced: these partitions are another member's now, which resumes at the
+            # last committed offset and redoes the records (their answers are written twice). Retrying
+            # cannot succeed, so the records are let go rather than retried
+            log.warning("%s: %d record(s) left to the group after a rebalance (%s)", self.where, len(done), exc)
         except KafkaError as exc:
             raise BrokerError(f"{self.where}: {type(exc).__name__}: {exc}") from None
+        for record_id in done:
+            self._held.pop(record_id, None)
 
     async def close(self) -> None:
         consumer, producer = self._consumer, self._producer

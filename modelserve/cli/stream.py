@@ -19,7 +19,9 @@ from modelserve.telemetry import logs
 @click.option(
     "--broker",
     required=True,
-    help="redis://host:port/db, rediss://..., unix:///path.sock (Redis Streams) or kafka://host:port[,host:port].",
+    envvar="MODELSERVE_BROKER_URL",
+    help="redis://host:port/db, rediss://..., unix:///path.sock (Redis Streams) or kafka://host:port[,host:port]. "
+    "Logs show it without its password; set it in MODELSERVE_BROKER_URL to keep it off the command line.",
 )
 @click.option("--input", "-i", "input_stream", required=True, help="The stream (Kafka: topic) to read records from.")
 @click.option("--output", "-o", required=True, help="The stream (topic) the answers go to.")

@@ -121,7 +121,8 @@ class PythonRuntime:
         if not self._module_name:
             return
         prefix = self._module_name + "."
-        for key in [k for k in sys.modules if k == self._module_name or k.startswith(prefix)]:
+        # a snapshot: another thread may be importing (a runtime recycled or loading) meanwhile
+        for key in [k for k in list(sys.modules) if k == self._module_name or k.startswith(prefix)]:
             del sys.modules[key]
         sys.path_importer_cache.pop(self._search_path, None)  # the finder for the version directory
         self._module_name = ""

@@ -7,11 +7,14 @@ the same certificate and key, and with a client CA both require a client certifi
 
 Shutdown (SIGTERM or SIGINT) is graceful and bounded by ``shutdown_grace_s``: readiness turns
 false and the gate (server/gate.py) refuses new requests with 503 at once, while the listeners stay
-open so that nothing gets a refused connection; the requests already in finish; any still running
-when the grace period ends are answered 503 explicitly; then the servers stop, models unload and
-the process exits 0. A second signal exits at once (status 128 + signal), killing worker processes
-first. A runtime call hung past its deadline cannot hold the exit: the process leaves without
-waiting for its thread.
+open (at least LINGER_S), so that clients get an answer rather than a refused connection while
+their load balancer moves on; the requests already in finish; any still running when the grace
+period ends are answered 503 explicitly; then the servers stop, models unload and the process
+exits 0. Once the listeners close, new connections are refused, and a request sent at that very
+instant on a connection the server had not read yet may see a reset: it was never accepted (the
+shutdown tests bound this to one per client). A second signal exits at once (status 128 +
+signal), killing worker processes first. A runtime call that is still running at the end (hung,
+or cut off by the grace period) cannot hold the exit: the process leaves without its thread.
 """
 
 from __future__ import annotations

@@ -227,7 +227,7 @@ def test_a_failing_canary_is_rolled_back_automatically_while_stable_serves_every
 
 
 def test_a_healthy_canary_is_promoted_in_steps(tmp_path: Path) -> None:
-    rules = {"steps": [0.2, 0.5, 1.0], "window_s": 30, "min_requests": 5, "promote_after_s": 1}
+    rules = {"steps": [0.2, 0.5, 1.0], "window_s": 30, "min_requests": 5, "promote_after_s": 1, "max_p99_ratio": 50}
     repo = make_repo(tmp_path, canary(2, **rules), versions=(1, 2))
     shares = []
     with serve(repo) as srv, httpx.Client(base_url=srv.http_url) as client:

@@ -254,6 +254,45 @@ def test_sigterm_under_load_loses_nothing(tmp_path: Path) -> None:
     assert exit_s < grace, f"the drain took {exit_s:.1f} s: the in-flight requests end after ~{LONG_S} s"
 
 
+def test_a_request_running_past_the_grace_period_gets_503(tmp_path: Path) -> None:
+    grace = 2.0
+    write_slow_model(tmp_path, "slow", delay_s=0.01, config=QUIET)
+    env = {"MODELSERVE_SHUTDOWN_GRACE_S": str(grace), "MODELSERVE_INFERENCE_THREADS": "4"}
+    with Served(tmp_path, "--trust-code", env=env) as srv:
+        outcomes: list[Outcome] = []
+
+        def rest() -> None:
+            with httpx.Client(base_url=srv.http_url, timeout=60) as client:
+                outcomes.append(_post(client, -30.0))
+
+        def grpc_call() -> None:
+            client = grpcclient.InferenceServerClient(srv.grpc_target)
+            try:
+                outcomes.append(_grpc_infer(client, -30.0))
+            finally:
+                client.close()
+
+        threads = [threading.Thread(target=rest), threading.Thread(target=grpc_call)]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.7)  # both running in the model
+        signal_at = time.monotonic()
+        srv.process.send_signal(signal.SIGTERM)
+        try:
+            code = srv.process.wait(timeout=grace + 5)
+        finally:
+            exit_s = time.monotonic() - signal_at
+            for thread in threads:
+                thread.join(10)
+    answered = [(o.kind, round(o.ended - signal_at, 2), o.detail) for o in outcomes]
+    print(f"\ngrace {grace:g} s, two 30 s requests (REST, gRPC): {answered}; exit {code} after {exit_s:.2f} s")
+    assert sorted(o.kind for o in outcomes) == ["503", "503"], outcomes  # answered, not dropped
+    assert all("grace period" in o.detail for o in outcomes), outcomes
+    assert all(grace - 0.5 <= o.ended - signal_at <= grace + 2 for o in outcomes), answered
+    assert code == 0
+    assert exit_s < grace + 3
+
+
 def test_a_second_signal_exits_at_once_and_kills_the_worker_processes(tmp_path: Path) -> None:
     write_slow_model(tmp_path, "slow", delay_s=0.01, config={**QUIET, "processes": 1})
     with Served(tmp_path, "--trust-code", env={"MODELSERVE_SHUTDOWN_GRACE_S": "30"}) as srv:

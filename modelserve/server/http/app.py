@@ -119,7 +119,8 @@ class HttpApp:
         except asyncio.CancelledError:
             if self._gate is None or not self._gate.aborting:
                 raise  # the client went away: nobody to answer
-            status, body, headers = with_headers(self._error(self._gate.aborted(), scope), [("connection", "close")])
+            aborted = self._gate.aborted()
+            status, body, headers = with_headers(self._error(aborted, scope), aborted.response_headers)
         except ModelServeError as exc:
             status, body, headers = with_headers(self._error(exc, scope), getattr(exc, "response_headers", []))
         except Exception as exc:

@@ -19,11 +19,11 @@ from pathlib import Path
 import click
 
 from modelserve.cli.options import default_actor, registry_options
-from modelserve.cli.registry import Context
+from modelserve.cli.registry import Context, open_store
 from modelserve.config import apikeys
 from modelserve.config.keysfile import FileKey, KeysFile
 from modelserve.errors import ModelServeError
-from modelserve.repository.registry import KeyRecord, RegistryStore, default_url
+from modelserve.repository.registry import KeyRecord, default_url
 
 
 @click.group()
@@ -32,15 +32,6 @@ from modelserve.repository.registry import KeyRecord, RegistryStore, default_url
 def auth(ctx: click.Context, repository: Path, url: str | None, actor: str | None) -> None:
     """API keys for a server started with --auth on: roles infer and admin."""
     ctx.obj = Context(repository, url or default_url(repository), actor or default_actor())
-
-
-@contextmanager
-def _store(ctx: Context) -> Iterator[RegistryStore]:
-    try:
-        with RegistryStore(ctx.url) as store:
-            yield store
-    except ModelServeError as exc:
-        raise click.ClickException(exc.message) from None
 
 
 _KEYS_FILE = click.option(
@@ -82,7 +73,7 @@ def create_key(
             key_id, token = KeysFile(keys_file).add(name, role, rate_limit, burst)
         where = f" in {keys_file}"
     else:
-        with _store(ctx) as store:
+        with open_store(ctx) as store:
             key_id, token = store.create_key(name, role, actor=ctx.actor, rate_limit=rate_limit, burst=burst)
         where = ""
     limit = "" if rate_limit is None else f", {rate_limit:g} requests/s"
@@ -102,7 +93,7 @@ def revoke(ctx: Context, key_id: str, reason: str, keys_file: Path | None) -> No
         with _errors():
             record = KeysFile(keys_file).revoke(key_id)
     else:
-        with _store(ctx) as store:
+        with open_store(ctx) as store:
             record = store.revoke_key(key_id, actor=ctx.actor, reason=reason)
     click.echo(f"revoked key {record.key_id} ({record.name!r}, role {record.role})")
 
@@ -117,7 +108,7 @@ def list_keys(ctx: Context, keys_file: Path | None) -> None:
         with _errors():
             keys = KeysFile(keys_file).keys()
     else:
-        with _store(ctx) as store:
+        with open_store(ctx) as store:
             keys = store.keys()
     click.echo(f"{'KEY ID':<14}{'NAME':<24}{'ROLE':<8}{'LIMIT/S':<10}{'CREATED':<21}REVOKED")
     for key in keys:

@@ -48,7 +48,8 @@ def registry(ctx: click.Context, repository: Path, url: str | None, actor: str |
 
 
 @contextmanager
-def _store(ctx: Context) -> Iterator[RegistryStore]:
+def open_store(ctx: Context) -> Iterator[RegistryStore]:
+    """The registry ``ctx`` names; its errors become click errors (exit 1, the message)."""
     try:
         with RegistryStore(ctx.url) as store:
             yield store
@@ -177,7 +178,7 @@ def register_command(
     declared = {k: str(v) for k, v in _pairs(produced_with, "--produced-with").items()}
     artifacts = _artifacts(artifact_store)
     config_text = config_file.read_bytes().decode("utf-8") if config_file is not None else None
-    with _store(ctx) as store:
+    with open_store(ctx) as store:
         try:
             done = register(
                 store,
@@ -222,7 +223,7 @@ def publish_command(ctx: Context, name: str, version: int, artifact_store: str |
     artifacts = _artifacts(artifact_store)
     if artifacts is None:
         raise click.UsageError("publish needs --artifact-store URL (or MODELSERVE_ARTIFACT_STORE)")
-    with _store(ctx) as store:
+    with open_store(ctx) as store:
         try:
             source = publish(store, ctx.repository, artifacts, name, version)
         except ModelServeError as exc:
@@ -242,7 +243,7 @@ def _profile(ctx: Context, record: RegisteredVersion, path: Path, data: Path, tr
         built = profile_version(
             path, label, config, read_table(data), trust_code=trust_code, decode_sample=decode_sample
         )
-        with _store(ctx) as store:
+        with open_store(ctx) as store:
             store.set_profile(record.model, record.version, built.to_dict(), actor=ctx.actor, source=data.name)
     except ModelServeError as exc:
         raise click.ClickException(
@@ -262,7 +263,7 @@ def _profile(ctx: Context, record: RegisteredVersion, path: Path, data: Path, tr
 @click.pass_obj
 def promote(ctx: Context, name: str, version: int, stage: str, reason: str) -> None:
     """Move VERSION of NAME to a stage; promoting to production archives the current production version."""
-    with _store(ctx) as store:
+    with open_store(ctx) as store:
         before = _production(store, name)
         try:
             record = store.set_stage(name, version, Stage(stage), actor=ctx.actor, reason=reason)
@@ -279,7 +280,7 @@ def promote(ctx: Context, name: str, version: int, stage: str, reason: str) -> N
 @click.pass_obj
 def rollback(ctx: Context, name: str, to_version: int | None, reason: str) -> None:
     """Put the previous production version of NAME back in production."""
-    with _store(ctx) as store:
+    with open_store(ctx) as store:
         before = _production(store, name)
         try:
             record = store.rollback(name, actor=ctx.actor, reason=reason, to_version=to_version)
@@ -301,7 +302,7 @@ def rollback(ctx: Context, name: str, to_version: int | None, reason: str) -> No
 @click.pass_obj
 def deprecate(ctx: Context, name: str, version: int, sunset: datetime, reason: str) -> None:
     """Schedule the retirement of VERSION of NAME."""
-    with _store(ctx) as store:
+    with open_store(ctx) as store:
         try:
             record = store.schedule_retirement(
                 name, version, sunset.replace(tzinfo=UTC), actor=ctx.actor, reason=reason
@@ -318,7 +319,7 @@ def deprecate(ctx: Context, name: str, version: int, sunset: datetime, reason: s
 @click.pass_obj
 def list_command(ctx: Context, name: str | None, as_json: bool) -> None:
     """Every model (or every version of NAME) with its stages."""
-    with _store(ctx) as store:
+    with open_store(ctx) as store:
         try:
             if name is None:
                 models = store.models()
@@ -348,7 +349,7 @@ def list_command(ctx: Context, name: str | None, as_json: bool) -> None:
 @click.pass_obj
 def show(ctx: Context, name: str, version: int) -> None:
     """Everything recorded about VERSION of NAME (JSON)."""
-    with _store(ctx) as store:
+    with open_store(ctx) as store:
         try:
             record = store.get(name, version)
         except ModelServeError as exc:
@@ -363,7 +364,7 @@ def show(ctx: Context, name: str, version: int) -> None:
 @click.pass_obj
 def history(ctx: Context, name: str | None, limit: int | None, as_json: bool) -> None:
     """The audit log (of NAME, or of every model), oldest first."""
-    with _store(ctx) as store:
+    with open_store(ctx) as store:
         try:
             entries = store.history(name, limit)
         except ModelServeError as exc:
@@ -381,7 +382,7 @@ def history(ctx: Context, name: str | None, limit: int | None, as_json: bool) ->
 @click.pass_obj
 def export(ctx: Context, stage: str, output: Path | None) -> None:
     """Write a deployment manifest of the versions in --stage (serve it with `modelserve serve --manifest`)."""
-    with _store(ctx) as store:
+    with open_store(ctx) as store:
         try:
             chosen = store.in_stage(Stage(stage))
             records = [store.get(name, v) for name, versions in sorted(chosen.items()) for v in versions]
